@@ -1,0 +1,110 @@
+"""`hil` command line. The only place that turns errors into messages and exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+
+from harness.errors import ConfigError, HilError, InfraError
+from harness.paths import REPO_ROOT
+
+EXIT_USAGE = 2
+EXIT_INFRA = 3
+
+DEFAULT_TOPOLOGY = "switch-p2p"
+DEFAULT_KERNEL = "debian:7.2"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hil", description="Hardware-in-the-loop tests for Linux PCIe peer-to-peer DMA on QEMU machines."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="boot a topology with a kernel and run the in-guest tests")
+    run.add_argument("--topology", "-t", default=DEFAULT_TOPOLOGY,
+                     help=f"shipped name, path to a YAML file, or 'all' (default {DEFAULT_TOPOLOGY})")
+    run.add_argument("--kernel", default=DEFAULT_KERNEL,
+                     help=f"debian:7.2, src:debian-7.2, tree:PATH or a bzImage path (default {DEFAULT_KERNEL})")
+    run.add_argument("--series", help="mbox patch series to apply (src: and tree: kernels)")
+    run.add_argument("-k", dest="select", metavar="EXPR", help="pytest -k expression for the in-guest tests")
+    run.add_argument("--out", help="results directory (default runs/<time>-<topology>-<kernel>)")
+    run.add_argument("--timeout", type=float, default=900.0, help="deadline for the whole cell, seconds")
+    run.add_argument("--idle-timeout", type=float, default=120.0,
+                     help="a guest silent this long is reported as hung (seconds)")
+    run.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto")
+    run.add_argument("--dry-run", action="store_true", help="print the commands that would run, run nothing")
+
+    test = sub.add_parser("test", help="run the project's own tests (pytest arguments may follow)")
+    test.add_argument("--fast", action="store_true", help="skip tests that boot VMs or build kernels")
+    test.add_argument("pytest_args", nargs=argparse.REMAINDER)
+
+    topo = sub.add_parser("topology", help="list, render, check or explain topologies")
+    tsub = topo.add_subparsers(dest="action", required=True, metavar="ACTION")
+    tsub.add_parser("list", help="shipped topologies")
+    for name, text in (("render", "the exact QEMU command line"),
+                       ("check", "start QEMU paused and compare the live PCI tree with the definition"),
+                       ("explain", "expected p2p route for every exporter/importer pair")):  # fmt: skip
+        p = tsub.add_parser(name, help=text)
+        p.add_argument("topology", help="shipped name or path to a YAML file")
+
+    kern = sub.add_parser("kernel", help="fetch or build kernels")
+    ksub = kern.add_subparsers(dest="action", required=True, metavar="ACTION")
+    fetch = ksub.add_parser("fetch", help="download a stock Debian kernel (e.g. debian:7.2)")
+    fetch.add_argument("spec")
+    build = ksub.add_parser("build", help="build src:debian-7.2, src:debian-7.3 or tree:PATH")
+    build.add_argument("spec")
+    build.add_argument("--series", help="mbox patch series applied with git am")
+    build.add_argument("--fragment", action="append", default=[],
+                       help="extra config fragment from kernels/configs (e.g. debug); repeatable")
+    return parser
+
+
+def _cmd_test(args: argparse.Namespace) -> int:
+    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider"]
+    if args.fast:
+        argv += ["-m", "not vm and not build"]
+    extra = [a for a in args.pytest_args if a != "--"]
+    proc = subprocess.run([*argv, *extra], cwd=REPO_ROOT, check=False)
+    return proc.returncode
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    if args.command == "test":
+        return _cmd_test(args)
+    if args.command == "topology":
+        from harness.commands import topology_command
+
+        return topology_command(args)
+    if args.command == "kernel":
+        from harness.commands import kernel_command
+
+        return kernel_command(args)
+    from harness.commands import run_command
+
+    return run_command(args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return dispatch(args)
+    except ConfigError as exc:
+        print(f"hil: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except InfraError as exc:
+        print(f"hil: infrastructure failure: {exc}", file=sys.stderr)
+        return EXIT_INFRA
+    except HilError as exc:
+        print(f"hil: {exc}", file=sys.stderr)
+        return EXIT_INFRA
+    except KeyboardInterrupt:
+        print("hil: interrupted", file=sys.stderr)
+        return 128 + 2
+    except BrokenPipeError:
+        # `hil topology render x | head` must not print a traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

@@ -1,0 +1,246 @@
+"""One cell: a topology booted with a kernel, the in-guest tests run, the results written.
+
+The steps that decide anything (paths, argv, plan, verdict) are pure functions of their inputs;
+run_cell() only sequences them around the one side-effecting owner, GuestVM.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shlex
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from harness import __version__
+from harness.console.events import BootMilestone, Event, KernelProblem, Marker
+from harness.deadline import Deadline
+from harness.errors import ConfigError, GuestHang
+from harness.guest.plan import GuestDevice, GuestPlan, dump_plan
+from harness.kernels.image import KernelImage
+from harness.paths import GUEST_TESTS_DIR, KERNELS_DIR, REPO_ROOT
+from harness.results.known_issues import apply_known_issues, load_known_issues
+from harness.results.model import GuestEnd, RunMeta, TestRecord, Verdict, load_records, verdict
+from harness.results.report import summary_table
+from harness.results.write import write_junit, write_reproduce, write_results_json
+from harness.topology import Layout, Topology, backing_files, kernel_cmdline, lay_out, qemu_topology_args
+from harness.vm.command import VngSpec, guarded_argv, vng_argv
+from harness.vm.machine import GuestVM
+
+Progress = Callable[[str], None]
+
+# Time the guest needs before its test entry starts (TCG boot of a stock kernel, measured ~5 s);
+# the guest-side watchdog fires this much before the host deadline so the blocked stacks get out.
+GUEST_BOOT_ALLOWANCE_S = 20.0
+GUEST_WATCHDOG_MARGIN_S = 15.0
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """Probed once per invocation and passed down."""
+
+    qemu: str
+    qemu_version: str
+    accel: str
+    accel_reason: str
+    vng: str
+
+
+@dataclass(frozen=True)
+class CellRequest:
+    topology: str
+    kernel_spec: str
+    select: str | None
+    timeout: float
+    idle_timeout: float
+    out: Path | None = None
+    invocation: tuple[str, ...] = ()
+
+
+@dataclass
+class CellResult:
+    run_dir: Path
+    meta: RunMeta
+    records: list[TestRecord]
+    verdict: Verdict
+    evidence: list[str] = field(default_factory=list)
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.+-]+", "-", text).strip("-")
+
+
+def default_run_dir(root: Path, topology: str, kernel_spec: str, now: datetime) -> Path:
+    return root / f"{now:%Y%m%d-%H%M%S}-{slug(topology)}-{slug(kernel_spec)}"
+
+
+def guest_command(plan_path: Path) -> str:
+    # The guest sees the host's root file system, so the host's interpreter and venv run there too.
+    return shlex.join([sys.executable, "-m", "harness.guest.entry", str(plan_path)])
+
+
+def make_plan(topo: Topology, layout: Layout, kernel: KernelImage, run_dir: Path, scratch: Path,
+              token: str, select: str | None, guest_deadline_s: float | None) -> GuestPlan:  # fmt: skip
+    backing = {dev_id: path for dev_id, path, _size in backing_files(layout, scratch)}
+    devices = [
+        GuestDevice(id=d.id, kind=d.kind, role=d.role, sysfs_glob=d.sysfs_glob,
+                    bars=dict(d.bars), backing=str(backing[d.id]) if d.id in backing else None)  # fmt: skip
+        for d in layout.devices
+    ]
+    return GuestPlan(
+        token=token, run_dir=str(run_dir), results_path=str(run_dir / "guest-results.jsonl"),
+        topology=topo.name, kernel=kernel.spec, devices=devices, tests_dir=str(GUEST_TESTS_DIR),
+        pytest_args=["-k", select] if select else [],
+        modules_dir=str(kernel.build_dir) if kernel.build_dir else None,
+        guest_deadline_s=guest_deadline_s,
+    )  # fmt: skip
+
+
+def make_vng_spec(topo: Topology, layout: Layout, kernel: KernelImage, facts: HostFacts,
+                  run_dir: Path, scratch: Path, plan_path: Path) -> VngSpec:  # fmt: skip
+    return VngSpec(
+        vng=facts.vng, kernel=kernel.image, accel=facts.accel,
+        memory=topo.machine.memory, cpus=topo.machine.smp,
+        append=tuple(kernel_cmdline(topo)), qemu_args=tuple(qemu_topology_args(layout, scratch)),
+        guest_command=guest_command(plan_path), rwdirs=(run_dir,), cwd=REPO_ROOT,
+    )  # fmt: skip
+
+
+def reproduce_commands(req: CellRequest, layout: Layout, scratch: Path,
+                       vng: list[str]) -> list[list[str]]:  # fmt: skip
+    """The harness command, then the raw steps (scratch files, vng) for running it by hand."""
+    hil = ["./hil", "run", "--topology", req.topology, "--kernel", req.kernel_spec]
+    if req.select:
+        hil += ["-k", req.select]
+    raw: list[list[str]] = [["mkdir", "-p", str(scratch)]]
+    raw += [["truncate", "-s", str(size), str(path)] for _id, path, size in backing_files(layout, scratch)]
+    return [hil, *raw, vng]
+
+
+def create_backing_files(layout: Layout, scratch: Path) -> None:
+    for _dev, path, size in backing_files(layout, scratch):
+        with open(path, "wb") as f:
+            f.truncate(size)  # sparse: an 8 GiB BAR costs no disk until written
+
+
+def _prepare_run_dir(run_dir: Path) -> None:
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise ConfigError(f"results directory {run_dir} exists and is not empty", "--out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+@dataclass
+class _Watch:
+    """What the console told us while the guest ran."""
+
+    started: bool = False
+    done: dict[str, object] | None = None
+    problems: list[KernelProblem] = field(default_factory=list)
+    milestones: list[str] = field(default_factory=list)
+    hang: str | None = None
+    boot_s: float | None = None
+
+
+def _observe(event: Event, seen: _Watch, t0: float, progress: Progress) -> None:
+    if isinstance(event, Marker):
+        if event.kind == "start":
+            seen.started = True
+            seen.boot_s = time.monotonic() - t0
+            progress(f"guest up after {seen.boot_s:.1f} s (kernel {event.payload.get('release', '?')})")
+        elif event.kind == "test":
+            p = event.payload
+            progress(f"  {p.get('outcome', '?'):8} {p.get('name', '?')} ({float(str(p.get('duration', 0))):.2f} s)")
+        elif event.kind == "done":
+            seen.done = dict(event.payload)
+    elif isinstance(event, KernelProblem):
+        seen.problems.append(event)
+        progress(f"kernel {event.kind}: {event.first_line.strip()}")
+    elif isinstance(event, BootMilestone):
+        seen.milestones.append(event.kind)
+
+
+def guest_end_of(seen: _Watch, exit_status: int | None) -> GuestEnd:
+    """Pure: how the guest ended, from what the console showed."""
+    if seen.hang is not None or (seen.done is not None and seen.done.get("status") == "hung"):
+        return GuestEnd.HUNG
+    if any(p.kind in ("panic", "oops", "bug", "kasan") for p in seen.problems):
+        return GuestEnd.CRASHED
+    if any(p.kind in ("warning", "hung_task", "rcu_stall", "lockdep") for p in seen.problems):
+        return GuestEnd.CRASHED
+    if not seen.started:
+        return GuestEnd.BOOT_FAILURE
+    if seen.done is None:
+        return GuestEnd.INFRA_ERROR
+    return GuestEnd.DONE
+
+
+def run_cell(req: CellRequest, topo: Topology, kernel: KernelImage, facts: HostFacts, runs_root: Path,
+             progress: Progress) -> CellResult:  # fmt: skip
+    deadline = Deadline(req.timeout)
+    layout = lay_out(topo)
+    started_at = datetime.now(timezone.utc)
+    run_dir = req.out or default_run_dir(runs_root, topo.name, req.kernel_spec, started_at.astimezone())
+    _prepare_run_dir(run_dir)
+    scratch = Path(tempfile.mkdtemp(prefix="p2p-hil-"))
+    token = secrets.token_hex(8)
+    guest_deadline = max(10.0, req.timeout - GUEST_BOOT_ALLOWANCE_S - GUEST_WATCHDOG_MARGIN_S)
+    plan = make_plan(topo, layout, kernel, run_dir, scratch, token, req.select, guest_deadline)
+    plan_path = run_dir / "plan.json"
+    dump_plan(plan, plan_path)
+    argv = vng_argv(make_vng_spec(topo, layout, kernel, facts, run_dir, scratch, plan_path))
+    write_reproduce(run_dir / "reproduce.sh", reproduce_commands(req, layout, scratch, argv))
+
+    seen = _Watch()
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
+    t0 = time.monotonic()
+    progress(f"booting {topo.name} with {kernel.version} ({facts.accel}) -> {run_dir}")
+    vm = GuestVM(guarded_argv(argv, os.getpid(), scratch), console_log=run_dir / "console.log",
+                 scratch=scratch, token=token, env=env)  # fmt: skip
+    try:
+        create_backing_files(layout, scratch)
+        vm.launch()
+        try:
+            for event in vm.watch(deadline, req.idle_timeout):
+                _observe(event, seen, t0, progress)
+        except GuestHang as exc:
+            seen.hang = str(exc)
+            progress(f"guest hung: {exc}")
+    finally:
+        vm.shutdown()
+    vm_s = time.monotonic() - t0
+
+    records, truncated = load_records(Path(plan.results_path))
+    records = apply_known_issues(records, load_known_issues(KERNELS_DIR / "known-issues.yaml"),
+                                 kernel.version, topo.name)  # fmt: skip
+    end = guest_end_of(seen, vm.exit_status)
+    evidence = [f"{p.kind}: {p.excerpt}" for p in seen.problems]
+    if seen.hang is not None or end in (GuestEnd.BOOT_FAILURE, GuestEnd.INFRA_ERROR):
+        evidence.append(f"{seen.hang or end.value}; console tail:\n{vm.console_tail()}")
+    if truncated:
+        evidence.append(f"last results line was cut off (guest died while writing): {truncated!r}")
+    meta = RunMeta(
+        topology=topo.name, kernel=req.kernel_spec, kernel_version=kernel.version,
+        qemu_version=facts.qemu_version, accelerator=facts.accel, started_at=started_at.isoformat(),
+        durations={"boot": round(seen.boot_s or 0.0, 2), "vm": round(vm_s, 2),
+                   "total": round(deadline.elapsed(), 2)},
+        host=socket.gethostname(), harness_version=__version__, command=list(req.invocation),
+    )  # fmt: skip
+    result_verdict = verdict(records, end, selected=req.select is not None)
+    write_results_json(run_dir / "results.json", meta, records, result_verdict, evidence)
+    write_junit(run_dir / "junit.xml", meta, records)
+    return CellResult(run_dir, meta, records, result_verdict, evidence)
+
+
+def print_cell(result: CellResult, out: Callable[[str], None]) -> None:
+    out(summary_table(result.meta, result.records, result.verdict))
+    for item in result.evidence:
+        out(item)
+    out(f"results: {result.run_dir}")
+

@@ -1,0 +1,1 @@
+"""Starting, watching and always stopping guest VMs."""

@@ -1,0 +1,136 @@
+"""GuestVM: the one owner of a running VM (vng under the guardian, console through pexpect).
+
+The constructor only records; launch() starts; watch() yields console events until the guest
+ends or stops making progress; shutdown() stops softly, then hard, and always cleans up.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+import pexpect
+
+from harness.console.events import ConsoleScanner, Event
+from harness.deadline import Deadline
+from harness.errors import GuestHang, LaunchError
+
+CONSOLE_TAIL_LINES = 60
+_READ_CHUNK = 65536
+
+
+class GuestVM:
+    def __init__(self, argv: list[str], *, console_log: Path, scratch: Path, token: str,
+                 env: dict[str, str] | None = None) -> None:  # fmt: skip
+        self.argv = argv
+        self.console_log = console_log
+        self.scratch = scratch
+        self.token = token
+        self.env = env
+        self._child: pexpect.spawn | None = None
+        self._log: IO[str] | None = None
+        self._recent: list[str] = []
+        self.exit_status: int | None = None
+        self.signal_status: int | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def launch(self) -> None:
+        self.console_log.parent.mkdir(parents=True, exist_ok=True)
+        self._log = self.console_log.open("w", encoding="utf-8", errors="replace")
+        try:
+            self._child = pexpect.spawn(
+                self.argv[0], self.argv[1:], env=self.env, encoding="utf-8",
+                codec_errors="replace", timeout=None, echo=False, dimensions=(50, 250),
+            )  # fmt: skip
+        except (pexpect.ExceptionPexpect, OSError) as exc:
+            self._close_log()
+            raise LaunchError(f"could not start the VM: {exc}", shlex.join(self.argv)) from exc
+
+    def watch(self, deadline: Deadline, idle_timeout: float) -> Iterator[Event]:
+        """Yield console events until the VM exits; GuestHang on deadline or silence."""
+        child = self._require_child()
+        scanner = ConsoleScanner(self.token)
+        last_output = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if deadline.expired():
+                raise GuestHang(f"run deadline of {deadline.seconds:.0f} s reached", self.console_tail())
+            if now - last_output > idle_timeout:
+                raise GuestHang(f"no console output for {idle_timeout:.0f} s", self.console_tail())
+            wait = max(0.05, min(1.0, deadline.remaining(), idle_timeout - (now - last_output)))
+            try:
+                text = child.read_nonblocking(_READ_CHUNK, timeout=wait)
+            except pexpect.TIMEOUT:
+                continue
+            except pexpect.EOF:
+                break
+            last_output = time.monotonic()
+            self._record(text)
+            yield from scanner.feed(text)
+        yield from scanner.finish()
+        self._reap()
+
+    def shutdown(self) -> None:
+        """Stop the VM if it still runs (guardian first, so it kills the whole tree), clean up."""
+        child = self._child
+        try:
+            if child is not None and child.isalive():
+                child.kill(signal.SIGTERM)  # the guardian kills its process group
+                for _ in range(50):
+                    if not child.isalive():
+                        break
+                    time.sleep(0.1)
+                else:
+                    os.killpg(child.pid, signal.SIGKILL)
+            if child is not None:
+                self._reap()
+        finally:
+            self._close_log()
+            shutil.rmtree(self.scratch, ignore_errors=True)
+
+    def __enter__(self) -> GuestVM:
+        self.launch()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:  # fmt: skip
+        self.shutdown()
+
+    # -- evidence --------------------------------------------------------------------------------
+    def console_tail(self, lines: int = CONSOLE_TAIL_LINES) -> str:
+        return "\n".join("".join(self._recent).splitlines()[-lines:])
+
+    # -- internals -------------------------------------------------------------------------------
+    def _require_child(self) -> pexpect.spawn:
+        if self._child is None:
+            raise LaunchError("watch() before launch()", shlex.join(self.argv))
+        return self._child
+
+    def _record(self, text: str) -> None:
+        if self._log is not None:
+            self._log.write(text)
+            self._log.flush()
+        self._recent.append(text)
+        if len(self._recent) > 400:
+            del self._recent[:200]
+
+    def _reap(self) -> None:
+        child = self._require_child()
+        try:
+            child.close(force=True)
+        except pexpect.ExceptionPexpect:
+            pass
+        self.exit_status = child.exitstatus
+        self.signal_status = child.signalstatus
+
+    def _close_log(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+from harness.vm.accel import classify_probe
+from harness.vm.command import VngSpec, guarded_argv, vng_argv
+
+SPEC = VngSpec(
+    vng="vng", kernel=Path("/k/usr/lib/modules/7.2/vmlinuz"), accel="tcg", memory="1G", cpus=2,
+    append=("intel_iommu=on",),
+    qemu_args=("-machine", "q35,kernel-irqchip=split", "-object",
+               "memory-backend-file,id=m,mem-path=/tmp/dir with space/e.shm,size=64M,share=on"),
+    guest_command="/venv/bin/python -m harness.guest.entry /runs/x/plan.json",
+    rwdirs=(Path("/runs/x"),),
+)  # fmt: skip
+
+
+def test_vng_argv_is_a_list_and_qemu_args_survive_the_shell_round_trip() -> None:
+    argv = vng_argv(SPEC)
+    assert argv[:3] == ["vng", "--run", "/k/usr/lib/modules/7.2/vmlinuz"]
+    assert "--disable-kvm" in argv and "--disable-microvm" in argv
+    opts = next(a for a in argv if a.startswith("--qemu-opts="))
+    # vng pastes the value into `sh -c`; what QEMU finally sees is the shell's split of it.
+    assert shlex.split(opts.removeprefix("--qemu-opts=")) == list(SPEC.qemu_args)
+    assert argv[argv.index("--rwdir") + 1] == "/runs/x"
+    assert argv[-2:] == ["--exec", SPEC.guest_command]
+
+
+def test_kvm_keeps_kvm_enabled() -> None:
+    spec = VngSpec(**{**SPEC.__dict__, "accel": "kvm"})
+    assert "--disable-kvm" not in vng_argv(spec)
+
+
+def test_guarded_argv_wraps_with_parent_and_scratch() -> None:
+    argv = guarded_argv(["vng", "--run", "k"], 1234, Path("/tmp/s"))
+    assert argv[1:3] == ["-m", "harness.vm.guardian"]
+    assert argv[argv.index("--parent") + 1] == "1234"
+    assert argv[argv.index("--") + 1 :] == ["vng", "--run", "k"]
+
+
+def test_probe_classification() -> None:
+    assert classify_probe("...\nVFS: Unable to mount root fs on unknown-block(0,0)\n").accel == "kvm"
+    broken = classify_probe("KVM internal error. Suberror: 1\nemulation failure\n")
+    assert broken.accel == "tcg" and "internal error" in broken.reason
+    assert classify_probe("").accel == "tcg"
