@@ -69,13 +69,14 @@ def kernel_command(args: argparse.Namespace) -> int:
 
 def _host_facts(kernel_image: Path, requested: str) -> HostFacts:
     from harness.run import HostFacts
-    from harness.vm.accel import choose_accelerator, qemu_version
+    from harness.paths import cache_dir
+    from harness.vm.accel import cached_accelerator, qemu_version
 
     qemu = shutil.which("qemu-system-x86_64")
     vng = shutil.which("vng") or str(Path(sys.executable).parent / "vng")
     if qemu is None:
         raise LaunchError("qemu-system-x86_64 is not installed (./hil installs it when run as root)")
-    choice = choose_accelerator(qemu, kernel_image, requested)
+    choice = cached_accelerator(qemu, kernel_image, requested, cache_dir() / "accel.json")
     _progress(f"accelerator: {choice.accel} ({choice.reason})")
     return HostFacts(qemu=qemu, qemu_version=qemu_version(qemu), accel=choice.accel,
                      accel_reason=choice.reason, vng=vng)  # fmt: skip

@@ -7,6 +7,7 @@ test until it fails to mount a root file system: that proves the whole early boo
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -80,6 +81,29 @@ def choose_accelerator(qemu: str, kernel_image: Path, requested: str = "auto") -
     if index == 3:
         return AccelChoice("tcg", f"KVM probe boot made no progress in {PROBE_TIMEOUT_S:.0f} s")
     return classify_probe(output)
+
+
+def _host_boot_key(qemu: str) -> str:
+    """Changes whenever KVM's usability could: a host reboot or another QEMU."""
+    boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    return f"{boot_id} {os.uname().release} {qemu_version(qemu)}"
+
+
+def cached_accelerator(qemu: str, kernel_image: Path, requested: str, cache_file: Path) -> AccelChoice:
+    """choose_accelerator, remembered for the current host boot (the probe costs seconds)."""
+    if requested != "auto":
+        return choose_accelerator(qemu, kernel_image, requested)
+    key = _host_boot_key(qemu)
+    try:
+        saved = json.loads(cache_file.read_text())
+        if saved.get("key") == key:
+            return AccelChoice(saved["accel"], saved["reason"] + " (probed earlier this host boot)")
+    except (OSError, ValueError, KeyError):
+        pass
+    choice = choose_accelerator(qemu, kernel_image, requested)
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    cache_file.write_text(json.dumps({"key": key, "accel": choice.accel, "reason": choice.reason}))
+    return choice
 
 
 def qemu_version(qemu: str) -> str:
