@@ -25,16 +25,27 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="boot a topology with a kernel and run the in-guest tests")
-    run.add_argument("--topology", "-t", default=DEFAULT_TOPOLOGY,
-                     help=f"shipped name, path to a YAML file, or 'all' (default {DEFAULT_TOPOLOGY})")
-    run.add_argument("--kernel", default=DEFAULT_KERNEL,
-                     help=f"debian:7.2, src:debian-7.2, tree:PATH or a bzImage path (default {DEFAULT_KERNEL})")
+    run.add_argument(
+        "--topology",
+        "-t",
+        default=DEFAULT_TOPOLOGY,
+        help=f"shipped name, path to a YAML file, or 'all' (default {DEFAULT_TOPOLOGY})",
+    )
+    run.add_argument(
+        "--kernel",
+        default=DEFAULT_KERNEL,
+        help=f"debian:7.2, src:debian-7.2, tree:PATH or a bzImage path (default {DEFAULT_KERNEL})",
+    )
     run.add_argument("--series", help="mbox patch series to apply (src: and tree: kernels)")
     run.add_argument("-k", dest="select", metavar="EXPR", help="pytest -k expression for the in-guest tests")
     run.add_argument("--out", help="results directory (default runs/<time>-<topology>-<kernel>)")
     run.add_argument("--timeout", type=float, default=900.0, help="deadline for the whole cell, seconds")
-    run.add_argument("--idle-timeout", type=float, default=120.0,
-                     help="a guest silent this long is reported as hung (seconds)")
+    run.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=120.0,
+        help="a guest silent this long is reported as hung (seconds)",
+    )
     run.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto")
     run.add_argument("--dry-run", action="store_true", help="print the commands that would run, run nothing")
 
@@ -45,9 +56,11 @@ def _parser() -> argparse.ArgumentParser:
     topo = sub.add_parser("topology", help="list, render, check or explain topologies")
     tsub = topo.add_subparsers(dest="action", required=True, metavar="ACTION")
     tsub.add_parser("list", help="shipped topologies")
-    for name, text in (("render", "the exact QEMU command line"),
-                       ("check", "start QEMU paused and compare the live PCI tree with the definition"),
-                       ("explain", "expected p2p route for every exporter/importer pair")):  # fmt: skip
+    for name, text in (
+        ("render", "the exact QEMU command line"),
+        ("check", "start QEMU paused and compare the live PCI tree with the definition"),
+        ("explain", "expected p2p route for every exporter/importer pair"),
+    ):
         p = tsub.add_parser(name, help=text)
         p.add_argument("topology", help="shipped name or path to a YAML file")
 
@@ -58,8 +71,12 @@ def _parser() -> argparse.ArgumentParser:
     build = ksub.add_parser("build", help="build src:debian-7.2, src:debian-7.3 or tree:PATH")
     build.add_argument("spec")
     build.add_argument("--series", help="mbox patch series applied with git am")
-    build.add_argument("--fragment", action="append", default=[],
-                       help="extra config fragment from kernels/configs (e.g. debug); repeatable")
+    build.add_argument(
+        "--fragment",
+        action="append",
+        default=[],
+        help="extra config fragment from kernels/configs (e.g. debug); repeatable",
+    )
     return parser
 
 

@@ -8,7 +8,6 @@ import shutil
 import sys
 import time
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from harness.errors import ConfigError, LaunchError
@@ -61,15 +60,16 @@ def kernel_command(args: argparse.Namespace) -> int:
     if args.action == "fetch" and not args.spec.startswith("debian:"):
         raise ConfigError(f"'{args.spec}' is not a stock image; use `hil kernel build` for sources", "spec")
     t0 = time.monotonic()
-    kernel = resolve_kernel(args.spec, progress=_progress, series=series,
-                            fragments=tuple(getattr(args, "fragment", ())))  # fmt: skip
+    kernel = resolve_kernel(
+        args.spec, progress=_progress, series=series, fragments=tuple(getattr(args, "fragment", ()))
+    )
     print(f"{kernel.spec}: {kernel.version}  image {kernel.image}  ({time.monotonic() - t0:.1f} s)")
     return 0
 
 
 def _host_facts(kernel_image: Path, requested: str) -> HostFacts:
-    from harness.run import HostFacts
     from harness.paths import cache_dir
+    from harness.run import HostFacts
     from harness.vm.accel import cached_accelerator, qemu_version
 
     qemu = shutil.which("qemu-system-x86_64")
@@ -78,8 +78,9 @@ def _host_facts(kernel_image: Path, requested: str) -> HostFacts:
         raise LaunchError("qemu-system-x86_64 is not installed (./hil installs it when run as root)")
     choice = cached_accelerator(qemu, kernel_image, requested, cache_dir() / "accel.json")
     _progress(f"accelerator: {choice.accel} ({choice.reason})")
-    return HostFacts(qemu=qemu, qemu_version=qemu_version(qemu), accel=choice.accel,
-                     accel_reason=choice.reason, vng=vng)  # fmt: skip
+    return HostFacts(
+        qemu=qemu, qemu_version=qemu_version(qemu), accel=choice.accel, accel_reason=choice.reason, vng=vng
+    )
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -99,10 +100,15 @@ def run_command(args: argparse.Namespace) -> int:
     invocation = ("./hil", *sys.argv[1:])
     results = []
     for topo in topologies:
-        req = CellRequest(topology=topo.name if args.topology == "all" else args.topology,
-                          kernel_spec=args.kernel, select=args.select, timeout=args.timeout,
-                          idle_timeout=args.idle_timeout, out=Path(args.out) if args.out else None,
-                          invocation=invocation)  # fmt: skip
+        req = CellRequest(
+            topology=topo.name if args.topology == "all" else args.topology,
+            kernel_spec=args.kernel,
+            select=args.select,
+            timeout=args.timeout,
+            idle_timeout=args.idle_timeout,
+            out=Path(args.out) if args.out else None,
+            invocation=invocation,
+        )
         if args.dry_run:
             _print_dry_run(req, topo, kernel, facts)
             continue

@@ -16,14 +16,14 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from harness import __version__
 from harness.console.events import BootMilestone, Event, KernelProblem, Marker
 from harness.deadline import Deadline
 from harness.errors import ConfigError, GuestHang
-from harness.guest.plan import GuestDevice, GuestPlan, dump_plan
+from harness.guest.plan import DeviceSpec, GuestPlan, dump_plan
 from harness.kernels.image import KernelImage
 from harness.paths import GUEST_TESTS_DIR, KERNELS_DIR, REPO_ROOT
 from harness.results.known_issues import apply_known_issues, load_known_issues
@@ -86,35 +86,66 @@ def guest_command(plan_path: Path) -> str:
     return shlex.join([sys.executable, "-m", "harness.guest.entry", str(plan_path)])
 
 
-def make_plan(topo: Topology, layout: Layout, kernel: KernelImage, run_dir: Path, scratch: Path,
-              token: str, select: str | None, guest_deadline_s: float | None) -> GuestPlan:  # fmt: skip
+def make_plan(
+    topo: Topology,
+    layout: Layout,
+    kernel: KernelImage,
+    run_dir: Path,
+    scratch: Path,
+    token: str,
+    select: str | None,
+    guest_deadline_s: float | None,
+) -> GuestPlan:
     backing = {dev_id: path for dev_id, path, _size in backing_files(layout, scratch)}
-    devices = [
-        GuestDevice(id=d.id, kind=d.kind, role=d.role, sysfs_glob=d.sysfs_glob,
-                    bars=dict(d.bars), backing=str(backing[d.id]) if d.id in backing else None)  # fmt: skip
+    devices = tuple(
+        DeviceSpec(
+            id=d.id,
+            kind=d.kind,
+            role=d.role,
+            sysfs_glob=d.sysfs_glob,
+            bars=dict(d.bars),
+            backing=backing.get(d.id),
+        )
         for d in layout.devices
-    ]
+    )
     return GuestPlan(
-        token=token, run_dir=str(run_dir), results_path=str(run_dir / "guest-results.jsonl"),
-        topology=topo.name, kernel=kernel.spec, devices=devices, tests_dir=str(GUEST_TESTS_DIR),
-        pytest_args=["-k", select] if select else [],
-        modules_dir=str(kernel.build_dir) if kernel.build_dir else None,
+        token=token,
+        run_dir=run_dir,
+        results_path=run_dir / "guest-results.jsonl",
+        topology=topo.name,
+        kernel=kernel.spec,
+        devices=devices,
+        tests_dir=GUEST_TESTS_DIR,
+        pytest_args=("-k", select) if select else (),
+        modules_dir=kernel.build_dir,
         guest_deadline_s=guest_deadline_s,
-    )  # fmt: skip
+    )
 
 
-def make_vng_spec(topo: Topology, layout: Layout, kernel: KernelImage, facts: HostFacts,
-                  run_dir: Path, scratch: Path, plan_path: Path) -> VngSpec:  # fmt: skip
+def make_vng_spec(
+    topo: Topology,
+    layout: Layout,
+    kernel: KernelImage,
+    facts: HostFacts,
+    run_dir: Path,
+    scratch: Path,
+    plan_path: Path,
+) -> VngSpec:
     return VngSpec(
-        vng=facts.vng, kernel=kernel.image, accel=facts.accel,
-        memory=topo.machine.memory, cpus=topo.machine.smp,
-        append=tuple(kernel_cmdline(topo)), qemu_args=tuple(qemu_topology_args(layout, scratch)),
-        guest_command=guest_command(plan_path), rwdirs=(run_dir,), cwd=REPO_ROOT,
-    )  # fmt: skip
+        vng=facts.vng,
+        kernel=kernel.image,
+        accel=facts.accel,
+        memory=f"{topo.machine.memory >> 20}M",
+        cpus=topo.machine.smp,
+        append=tuple(kernel_cmdline(topo)),
+        qemu_args=tuple(qemu_topology_args(layout, scratch)),
+        guest_command=guest_command(plan_path),
+        rwdirs=(run_dir,),
+        cwd=REPO_ROOT,
+    )
 
 
-def reproduce_commands(req: CellRequest, layout: Layout, scratch: Path,
-                       vng: list[str]) -> list[list[str]]:  # fmt: skip
+def reproduce_commands(req: CellRequest, layout: Layout, scratch: Path, vng: list[str]) -> list[list[str]]:
     """The harness command, then the raw steps (scratch files, vng) for running it by hand."""
     hil = ["./hil", "run", "--topology", req.topology, "--kernel", req.kernel_spec]
     if req.select:
@@ -153,10 +184,12 @@ def _observe(event: Event, seen: _Watch, t0: float, progress: Progress) -> None:
         if event.kind == "start":
             seen.started = True
             seen.boot_s = time.monotonic() - t0
-            progress(f"guest up after {seen.boot_s:.1f} s (kernel {event.payload.get('release', '?')})")
+            progress(f"guest up after {seen.boot_s:.1f} s (kernel {event.payload.get('kernel', '?')})")
         elif event.kind == "test":
             p = event.payload
-            progress(f"  {p.get('outcome', '?'):8} {p.get('name', '?')} ({float(str(p.get('duration', 0))):.2f} s)")
+            progress(
+                f"  {p.get('outcome', '?'):8} {p.get('name', '?')} ({float(str(p.get('duration', 0))):.2f} s)"
+            )
         elif event.kind == "done":
             seen.done = dict(event.payload)
     elif isinstance(event, KernelProblem):
@@ -181,11 +214,17 @@ def guest_end_of(seen: _Watch, exit_status: int | None) -> GuestEnd:
     return GuestEnd.DONE
 
 
-def run_cell(req: CellRequest, topo: Topology, kernel: KernelImage, facts: HostFacts, runs_root: Path,
-             progress: Progress) -> CellResult:  # fmt: skip
+def run_cell(
+    req: CellRequest,
+    topo: Topology,
+    kernel: KernelImage,
+    facts: HostFacts,
+    runs_root: Path,
+    progress: Progress,
+) -> CellResult:
     deadline = Deadline(req.timeout)
     layout = lay_out(topo)
-    started_at = datetime.now(timezone.utc)
+    started_at = datetime.now(UTC)
     run_dir = req.out or default_run_dir(runs_root, topo.name, req.kernel_spec, started_at.astimezone())
     _prepare_run_dir(run_dir)
     scratch = Path(tempfile.mkdtemp(prefix="p2p-hil-"))
@@ -201,8 +240,13 @@ def run_cell(req: CellRequest, topo: Topology, kernel: KernelImage, facts: HostF
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
     t0 = time.monotonic()
     progress(f"booting {topo.name} with {kernel.version} ({facts.accel}) -> {run_dir}")
-    vm = GuestVM(guarded_argv(argv, os.getpid(), scratch), console_log=run_dir / "console.log",
-                 scratch=scratch, token=token, env=env)  # fmt: skip
+    vm = GuestVM(
+        guarded_argv(argv, os.getpid(), scratch),
+        console_log=run_dir / "console.log",
+        scratch=scratch,
+        token=token,
+        env=env,
+    )
     try:
         create_backing_files(layout, scratch)
         vm.launch()
@@ -217,8 +261,9 @@ def run_cell(req: CellRequest, topo: Topology, kernel: KernelImage, facts: HostF
     vm_s = time.monotonic() - t0
 
     records, truncated = load_records(Path(plan.results_path))
-    records = apply_known_issues(records, load_known_issues(KERNELS_DIR / "known-issues.yaml"),
-                                 kernel.version, topo.name)  # fmt: skip
+    records = apply_known_issues(
+        records, load_known_issues(KERNELS_DIR / "known-issues.yaml"), kernel.version, topo.name
+    )
     end = guest_end_of(seen, vm.exit_status)
     evidence = [f"{p.kind}: {p.excerpt}" for p in seen.problems]
     if seen.hang is not None or end in (GuestEnd.BOOT_FAILURE, GuestEnd.INFRA_ERROR):
@@ -226,12 +271,21 @@ def run_cell(req: CellRequest, topo: Topology, kernel: KernelImage, facts: HostF
     if truncated:
         evidence.append(f"last results line was cut off (guest died while writing): {truncated!r}")
     meta = RunMeta(
-        topology=topo.name, kernel=req.kernel_spec, kernel_version=kernel.version,
-        qemu_version=facts.qemu_version, accelerator=facts.accel, started_at=started_at.isoformat(),
-        durations={"boot": round(seen.boot_s or 0.0, 2), "vm": round(vm_s, 2),
-                   "total": round(deadline.elapsed(), 2)},
-        host=socket.gethostname(), harness_version=__version__, command=list(req.invocation),
-    )  # fmt: skip
+        topology=topo.name,
+        kernel=req.kernel_spec,
+        kernel_version=kernel.version,
+        qemu_version=facts.qemu_version,
+        accelerator=facts.accel,
+        started_at=started_at.isoformat(),
+        durations={
+            "boot": round(seen.boot_s or 0.0, 2),
+            "vm": round(vm_s, 2),
+            "total": round(deadline.elapsed(), 2),
+        },
+        host=socket.gethostname(),
+        harness_version=__version__,
+        command=list(req.invocation),
+    )
     result_verdict = verdict(records, end, selected=req.select is not None)
     write_results_json(run_dir / "results.json", meta, records, result_verdict, evidence)
     write_junit(run_dir / "junit.xml", meta, records)
@@ -243,4 +297,3 @@ def print_cell(result: CellResult, out: Callable[[str], None]) -> None:
     for item in result.evidence:
         out(item)
     out(f"results: {result.run_dir}")
-

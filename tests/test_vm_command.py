@@ -7,13 +7,21 @@ from harness.vm.accel import classify_probe
 from harness.vm.command import VngSpec, guarded_argv, vng_argv
 
 SPEC = VngSpec(
-    vng="vng", kernel=Path("/k/usr/lib/modules/7.2/vmlinuz"), accel="tcg", memory="1G", cpus=2,
+    vng="vng",
+    kernel=Path("/k/usr/lib/modules/7.2/vmlinuz"),
+    accel="tcg",
+    memory="1G",
+    cpus=2,
     append=("intel_iommu=on",),
-    qemu_args=("-machine", "q35,kernel-irqchip=split", "-object",
-               "memory-backend-file,id=m,mem-path=/tmp/dir with space/e.shm,size=64M,share=on"),
+    qemu_args=(
+        "-machine",
+        "q35,kernel-irqchip=split",
+        "-object",
+        "memory-backend-file,id=m,mem-path=/tmp/dir with space/e.shm,size=64M,share=on",
+    ),
     guest_command="/venv/bin/python -m harness.guest.entry /runs/x/plan.json",
     rwdirs=(Path("/runs/x"),),
-)  # fmt: skip
+)
 
 
 def test_vng_argv_is_a_list_and_qemu_args_survive_the_shell_round_trip() -> None:

@@ -65,10 +65,22 @@ def test_normal_exit_passes_the_status_and_keeps_scratch(tmp_path: Path) -> None
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     proc = subprocess.run(
-        [sys.executable, "-m", "harness.vm.guardian", "--parent", str(os.getpid()),
-         "--scratch", str(scratch), "--", "sh", "-c", "exit 7"],
-        check=False, start_new_session=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "harness.vm.guardian",
+            "--parent",
+            str(os.getpid()),
+            "--scratch",
+            str(scratch),
+            "--",
+            "sh",
+            "-c",
+            "exit 7",
+        ],
+        check=False,
+        start_new_session=True,
+    )
     assert proc.returncode == 7
     assert scratch.exists()  # the harness still wants the backing files; it removes them itself
 
@@ -78,10 +90,21 @@ def test_wrong_parent_means_the_parent_is_already_gone(tmp_path: Path) -> None:
     scratch.mkdir()
     marker = tmp_path / "ran"
     proc = subprocess.run(
-        [sys.executable, "-m", "harness.vm.guardian", "--parent", "1", "--scratch", str(scratch),
-         "--", "touch", str(marker)],
-        check=False, start_new_session=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "harness.vm.guardian",
+            "--parent",
+            "1",
+            "--scratch",
+            str(scratch),
+            "--",
+            "touch",
+            str(marker),
+        ],
+        check=False,
+        start_new_session=True,
+    )
     assert proc.returncode == 128 + signal.SIGTERM
     assert not marker.exists()
     assert not scratch.exists()

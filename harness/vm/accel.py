@@ -21,7 +21,9 @@ Accel = Literal["kvm", "tcg"]
 
 PROBE_TIMEOUT_S = 15.0
 # Lines that prove the kernel got through early init to the point of looking for a root fs.
-_REACHED_ROOT_MOUNT = re.compile(r"VFS: Unable to mount root|No working init found|Kernel panic - not syncing")
+_REACHED_ROOT_MOUNT = re.compile(
+    r"VFS: Unable to mount root|No working init found|Kernel panic - not syncing"
+)
 
 
 @dataclass(frozen=True)
@@ -33,11 +35,26 @@ class AccelChoice:
 def probe_argv(qemu: str, kernel_image: Path) -> list[str]:
     """A minimal KVM boot that ends on its own with a root-mount panic."""
     return [
-        qemu, "-accel", "kvm", "-machine", "q35", "-cpu", "host", "-m", "256",
-        "-nodefaults", "-display", "none", "-no-reboot", "-serial", "stdio",
-        "-kernel", str(kernel_image),
-        "-append", "console=ttyS0 panic=-1 root=/dev/nonexistent rootwait=0 loglevel=4",
-    ]  # fmt: skip
+        qemu,
+        "-accel",
+        "kvm",
+        "-machine",
+        "q35",
+        "-cpu",
+        "host",
+        "-m",
+        "256",
+        "-nodefaults",
+        "-display",
+        "none",
+        "-no-reboot",
+        "-serial",
+        "stdio",
+        "-kernel",
+        str(kernel_image),
+        "-append",
+        "console=ttyS0 panic=-1 root=/dev/nonexistent rootwait=0 loglevel=4",
+    ]
 
 
 def classify_probe(output: str) -> AccelChoice:
@@ -71,8 +88,13 @@ def choose_accelerator(qemu: str, kernel_image: Path, requested: str = "auto") -
     if requested == "kvm":
         return AccelChoice("kvm", "KVM requested")
     # QEMU pauses rather than exits on a KVM internal error, so watch the console and stop early.
-    child = pexpect.spawn(probe_argv(qemu, kernel_image)[0], probe_argv(qemu, kernel_image)[1:],
-                          encoding="utf-8", codec_errors="replace", timeout=PROBE_TIMEOUT_S)
+    child = pexpect.spawn(
+        probe_argv(qemu, kernel_image)[0],
+        probe_argv(qemu, kernel_image)[1:],
+        encoding="utf-8",
+        codec_errors="replace",
+        timeout=PROBE_TIMEOUT_S,
+    )
     try:
         index = child.expect([_REACHED_ROOT_MOUNT, "KVM internal error", pexpect.EOF, pexpect.TIMEOUT])
         output = (child.before or "") + (child.after if isinstance(child.after, str) else "")

@@ -26,13 +26,18 @@ class VngSpec:
 
 def vng_argv(spec: VngSpec) -> list[str]:
     argv = [
-        spec.vng, "--run", str(spec.kernel),
+        spec.vng,
+        "--run",
+        str(spec.kernel),
         # microvm has no PCIe; the topology's -machine q35 merges with vng's own.
         "--disable-microvm",
         # A stock Debian kernel only prints the command's output with -v (console fallback).
         "--verbose",
-        "--memory", spec.memory, "--cpus", str(spec.cpus),
-    ]  # fmt: skip
+        "--memory",
+        spec.memory,
+        "--cpus",
+        str(spec.cpus),
+    ]
     if spec.accel != "kvm":
         argv.append("--disable-kvm")
     for rwdir in spec.rwdirs:

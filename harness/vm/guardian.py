@@ -12,6 +12,7 @@ Usage: python -m harness.vm.guardian --parent PID [--scratch DIR] -- COMMAND...
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import os
 import shutil
@@ -49,10 +50,8 @@ def kill_group_except_self() -> None:
         if not others:
             return
         for pid in others:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         time.sleep(0.05)
 
 

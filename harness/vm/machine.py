@@ -6,6 +6,7 @@ ends or stops making progress; shutdown() stops softly, then hard, and always cl
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
@@ -27,8 +28,15 @@ _READ_CHUNK = 65536
 
 
 class GuestVM:
-    def __init__(self, argv: list[str], *, console_log: Path, scratch: Path, token: str,
-                 env: dict[str, str] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        argv: list[str],
+        *,
+        console_log: Path,
+        scratch: Path,
+        token: str,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.argv = argv
         self.console_log = console_log
         self.scratch = scratch
@@ -46,9 +54,15 @@ class GuestVM:
         self._log = self.console_log.open("w", encoding="utf-8", errors="replace")
         try:
             self._child = pexpect.spawn(
-                self.argv[0], self.argv[1:], env=self.env, encoding="utf-8",
-                codec_errors="replace", timeout=None, echo=False, dimensions=(50, 250),
-            )  # fmt: skip
+                self.argv[0],
+                self.argv[1:],
+                env=self.env,
+                encoding="utf-8",
+                codec_errors="replace",
+                timeout=None,
+                echo=False,
+                dimensions=(50, 250),
+            )
         except (pexpect.ExceptionPexpect, OSError) as exc:
             self._close_log()
             raise LaunchError(f"could not start the VM: {exc}", shlex.join(self.argv)) from exc
@@ -99,8 +113,9 @@ class GuestVM:
         self.launch()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:  # fmt: skip
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.shutdown()
 
     # -- evidence --------------------------------------------------------------------------------
@@ -123,10 +138,8 @@ class GuestVM:
 
     def _reap(self) -> None:
         child = self._require_child()
-        try:
+        with contextlib.suppress(pexpect.ExceptionPexpect):
             child.close(force=True)
-        except pexpect.ExceptionPexpect:
-            pass
         self.exit_status = child.exitstatus
         self.signal_status = child.signalstatus
 

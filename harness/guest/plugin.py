@@ -1,0 +1,155 @@
+"""pytest plugin run inside the guest (`-p harness.guest.plugin`): one durable record per test.
+
+Each record is appended to plan.results_path as one JSON line, flushed and fsync'd before the next test
+starts, so a guest that crashes or is powered off later loses nothing that finished:
+
+    {"name", "outcome" (passed|failed|skipped|error|xfailed|xpassed), "duration", "message", "details"}
+
+`duration` is setup + call + teardown in seconds; `message` is the short failure/skip/xfail reason;
+`details` is the dict the test filled through the `hil_details` fixture. A module that fails to import
+gets an "error" record named after the module. Progress also goes to the console as a framed
+`test` line per record (protocol.py).
+
+The plan comes from $HIL_PLAN. Frames go to the inherited fd $HIL_CONSOLE_FD (set by entry.py), else to
+a copy of fd 1 taken at import, before pytest's fd capture replaces fd 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.guest.plan import PLAN_ENV, load_plan
+from harness.guest.protocol import CONSOLE_FD_ENV, encode_frame
+
+MESSAGE_MAX = 2000
+
+# -p plugins are imported before capture starts, so this is still the real stdout.
+_STDOUT_COPY = os.dup(1) if CONSOLE_FD_ENV not in os.environ else -1
+
+
+@dataclass
+class _Pending:
+    """What is known about one test so far; written out after its teardown."""
+
+    outcome: str = "error"
+    message: str = ""
+    duration: float = 0.0
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def summarize(report: pytest.TestReport | pytest.CollectReport) -> str:
+    """The short reason: the exception line for failures, the reason for skips and xfails."""
+    wasxfail = getattr(report, "wasxfail", None)
+    if wasxfail and report.outcome != "failed":
+        return str(wasxfail)[:MESSAGE_MAX]
+    longrepr = report.longrepr
+    if longrepr is None:
+        return ""
+    if isinstance(longrepr, tuple):  # skip: (path, lineno, "Skipped: reason")
+        text = str(longrepr[2]).removeprefix("Skipped: ")
+    else:
+        crash = getattr(longrepr, "reprcrash", None)
+        text = str(crash.message) if crash is not None else str(longrepr).strip().splitlines()[-1]
+    return text[:MESSAGE_MAX]
+
+
+def _phase_outcome(report: pytest.TestReport) -> str:
+    xfail = hasattr(report, "wasxfail")
+    if report.failed:
+        return "failed" if report.when == "call" else "error"
+    if report.skipped:
+        return "xfailed" if xfail else "skipped"
+    return "xpassed" if xfail else "passed"
+
+
+class ResultsWriter:
+    """Accumulates phases per test and writes one record per test."""
+
+    def __init__(self, results_path: Path, token: str, console_fd: int) -> None:
+        self.results_path = results_path
+        self.token = token
+        self.console_fd = console_fd
+        self._pending: dict[str, _Pending] = {}
+
+    def details_for(self, nodeid: str) -> dict[str, Any]:
+        return self._pending.setdefault(nodeid, _Pending()).details
+
+    # --- hooks --------------------------------------------------------------------------------
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        state = self._pending.setdefault(report.nodeid, _Pending())
+        state.duration += report.duration
+        outcome = _phase_outcome(report)
+        if report.when == "setup":
+            state.outcome = "pending" if outcome == "passed" else outcome
+            state.message = summarize(report)
+        elif report.when == "call":
+            state.outcome = outcome
+            state.message = summarize(report)
+        else:  # teardown: always reported, even after a failed or skipped setup
+            if report.failed:
+                reason = f"teardown: {summarize(report)}"
+                if state.outcome in ("failed", "error"):
+                    # The test's own failure stays the outcome; keep the teardown's reason too.
+                    state.message = f"{state.message}; {reason}"[:MESSAGE_MAX]
+                else:
+                    state.outcome, state.message = "error", reason[:MESSAGE_MAX]
+            elif state.outcome == "pending":
+                state.outcome, state.message = "error", "setup passed but the test body never ran"
+            self._finish(report.nodeid, state)
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if report.failed:
+            self._finish(report.nodeid or ".", _Pending("error", summarize(report)))
+
+    # --- output -------------------------------------------------------------------------------
+
+    def _finish(self, nodeid: str, state: _Pending) -> None:
+        self._pending.pop(nodeid, None)
+        record = {
+            "name": nodeid,
+            "outcome": state.outcome,
+            "duration": round(state.duration, 6),
+            "message": state.message,
+            "details": state.details,
+        }
+        # default=repr: a detail that is not JSON must not cost the whole record.
+        line = json.dumps(record, default=repr, ensure_ascii=True) + "\n"
+        with self.results_path.open("a", encoding="utf-8") as out:
+            out.write(line)
+            out.flush()
+            os.fsync(out.fileno())
+        self._console("test", {"name": nodeid, "outcome": state.outcome, "duration": record["duration"]})
+
+    def _console(self, kind: str, payload: dict[str, object]) -> None:
+        # One write() per frame keeps it whole on the console.
+        os.write(self.console_fd, encode_frame(self.token, kind, payload).encode())
+
+
+_WRITER_KEY = pytest.StashKey[ResultsWriter]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    plan_path = os.environ.get(PLAN_ENV)
+    if not plan_path:
+        raise pytest.UsageError(f"harness.guest.plugin needs ${PLAN_ENV} (the guest plan's path)")
+    plan = load_plan(plan_path)
+    fd_text = os.environ.get(CONSOLE_FD_ENV)
+    console_fd = int(fd_text) if fd_text else _STDOUT_COPY
+    writer = ResultsWriter(plan.results_path, plan.token, console_fd)
+    config.stash[_WRITER_KEY] = writer
+    config.pluginmanager.register(writer, "hil-results-writer")
+
+
+@pytest.fixture
+def hil_details(request: pytest.FixtureRequest) -> Generator[dict[str, Any], None, None]:
+    """A dict the test fills with facts worth keeping (sizes, errnos); stored in its record."""
+    writer = request.config.stash[_WRITER_KEY]
+    yield writer.details_for(request.node.nodeid)

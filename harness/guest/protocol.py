@@ -1,0 +1,36 @@
+"""Console protocol: framed lines the guest prints on its serial console for live progress.
+
+    @@HIL:<token>:<kind>:<json object>@@
+
+kind is one of KINDS (harness.console.events parses them on the host):
+    start  {"kernel", "python", "machine"}       the guest entry is running
+    test   {"name", "outcome", "duration"}        a test finished; its record is already on disk
+    done   {"status": "finished", "exit_code", "elapsed"}
+           {"status": "hung", "deadline_s", "elapsed"}   (then the guest powers itself off)
+           {"status": "error", "message"}
+
+A frame may start mid-line (after pytest's progress dots). Its JSON never contains '@' (escaped as
+\\u0040, which any JSON decoder undoes) nor a newline, so '@@' closes it unambiguously; the token is
+alphanumeric, so it holds no ':'. Each frame is one write(). Frames are progress hints only: the
+results file is the source of truth.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Final
+
+KINDS: Final = ("start", "test", "done")
+CONSOLE_FD_ENV: Final = "HIL_CONSOLE_FD"
+"""Set by entry.py for the in-guest pytest: an inherited fd on the console, for the plugin's frames."""
+
+
+def encode_frame(token: str, kind: str, payload: Mapping[str, object]) -> str:
+    """One console line (with its newline) carrying `payload`."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown frame kind {kind!r}")
+    body = json.dumps(dict(payload), separators=(",", ":"), ensure_ascii=True, default=str)
+    # '@' only occurs inside JSON strings, where \u0040 is an equivalent spelling.
+    body = body.replace("@", "\\u0040")
+    return f"@@HIL:{token}:{kind}:{body}@@\n"
