@@ -124,11 +124,11 @@ def run_command(args: argparse.Namespace) -> int:
 
 def _print_dry_run(req: CellRequest, topo: Topology, kernel: KernelImage, facts: HostFacts) -> None:
     from harness import topology as t
-    from harness.run import make_vng_spec, reproduce_commands
+    from harness.run import make_vng_spec, raw_commands
     from harness.vm.command import vng_argv
 
     layout = t.lay_out(topo)
     scratch, run_dir = Path("/tmp/p2p-hil-dry-run"), Path("runs/dry-run")
     argv = vng_argv(make_vng_spec(topo, layout, kernel, facts, run_dir, scratch, run_dir / "plan.json"))
-    for command in reproduce_commands(req, layout, scratch, argv)[1:]:
+    for command in raw_commands(layout, scratch, argv):
         print(shlex.join(command))

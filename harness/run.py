@@ -29,7 +29,7 @@ from harness.paths import GUEST_TESTS_DIR, KERNELS_DIR, REPO_ROOT
 from harness.results.known_issues import apply_known_issues, load_known_issues
 from harness.results.model import GuestEnd, RunMeta, TestRecord, Verdict, load_records, verdict
 from harness.results.report import summary_table
-from harness.results.write import write_junit, write_reproduce, write_results_json
+from harness.results.write import Evidence, write_junit, write_reproduce, write_results_json
 from harness.topology import Layout, Topology, backing_files, kernel_cmdline, lay_out, qemu_topology_args
 from harness.vm.command import VngSpec, guarded_argv, vng_argv
 from harness.vm.machine import GuestVM
@@ -70,7 +70,7 @@ class CellResult:
     meta: RunMeta
     records: list[TestRecord]
     verdict: Verdict
-    evidence: list[str] = field(default_factory=list)
+    evidence: list[Evidence] = field(default_factory=list)
 
 
 def slug(text: str) -> str:
@@ -145,14 +145,18 @@ def make_vng_spec(
     )
 
 
-def reproduce_commands(req: CellRequest, layout: Layout, scratch: Path, vng: list[str]) -> list[list[str]]:
-    """The harness command, then the raw steps (scratch files, vng) for running it by hand."""
+def harness_command(req: CellRequest) -> list[str]:
     hil = ["./hil", "run", "--topology", req.topology, "--kernel", req.kernel_spec]
     if req.select:
         hil += ["-k", req.select]
+    return [*hil, "--timeout", f"{req.timeout:g}"]
+
+
+def raw_commands(layout: Layout, scratch: Path, vng: list[str]) -> list[list[str]]:
+    """What the harness runs underneath, for re-running the cell by hand without it."""
     raw: list[list[str]] = [["mkdir", "-p", str(scratch)]]
     raw += [["truncate", "-s", str(size), str(path)] for _id, path, size in backing_files(layout, scratch)]
-    return [hil, *raw, vng]
+    return [*raw, vng]
 
 
 def create_backing_files(layout: Layout, scratch: Path) -> None:
@@ -234,7 +238,13 @@ def run_cell(
     plan_path = run_dir / "plan.json"
     dump_plan(plan, plan_path)
     argv = vng_argv(make_vng_spec(topo, layout, kernel, facts, run_dir, scratch, plan_path))
-    write_reproduce(run_dir / "reproduce.sh", reproduce_commands(req, layout, scratch, argv))
+    write_reproduce(
+        run_dir / "reproduce.sh",
+        harness_command(req),
+        raw_commands(layout, scratch, argv),
+        header=[f"topology: {topo.name}", f"kernel: {req.kernel_spec} ({kernel.version})"],
+        cwd=str(REPO_ROOT),
+    )
 
     seen = _Watch()
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
@@ -265,9 +275,11 @@ def run_cell(
         records, load_known_issues(KERNELS_DIR / "known-issues.yaml"), kernel.version, topo.name
     )
     end = guest_end_of(seen, vm.exit_status)
-    evidence = [f"{p.kind}: {p.excerpt}" for p in seen.problems]
+    evidence: list[Evidence] = list(seen.problems)
     if seen.hang is not None or end in (GuestEnd.BOOT_FAILURE, GuestEnd.INFRA_ERROR):
         evidence.append(f"{seen.hang or end.value}; console tail:\n{vm.console_tail()}")
+    if not records and req.select and end is GuestEnd.DONE:
+        evidence.append(f"the selection -k {req.select!r} matched no test")
     if truncated:
         evidence.append(f"last results line was cut off (guest died while writing): {truncated!r}")
     meta = RunMeta(
@@ -295,5 +307,5 @@ def run_cell(
 def print_cell(result: CellResult, out: Callable[[str], None]) -> None:
     out(summary_table(result.meta, result.records, result.verdict))
     for item in result.evidence:
-        out(item)
+        out(f"{item.kind}:\n{item.excerpt}" if isinstance(item, KernelProblem) else item)
     out(f"results: {result.run_dir}")

@@ -107,7 +107,7 @@ def test_a_crashing_guest_is_reported_as_crashed_with_the_excerpt(tmp_path: Path
     assert proc.returncode == 3, proc.stdout + proc.stderr
     results = json.loads((out / "results.json").read_text())
     assert results["verdict"] == "crashed"
-    assert any("Kernel panic" in e for e in results["evidence"]), results["evidence"]
+    assert any("Kernel panic" in json.dumps(e) for e in results["evidence"]), results["evidence"]
     assert not qemu_processes_with(str(out))
 
 

@@ -36,7 +36,7 @@ def records(*outcomes: Outcome) -> list[TestRecord]:
         (("passed", "error"), GuestEnd.DONE, False, Verdict.FAILED),
         (("passed", "xpassed"), GuestEnd.DONE, False, Verdict.FAILED),
         ((), GuestEnd.DONE, False, Verdict.INFRA_ERROR),
-        ((), GuestEnd.DONE, True, Verdict.PASSED),
+        ((), GuestEnd.DONE, True, Verdict.FAILED),  # a -k that matched nothing is not green
         (("passed",), GuestEnd.CRASHED, False, Verdict.CRASHED),
         (("failed",), GuestEnd.CRASHED, False, Verdict.CRASHED),
         ((), GuestEnd.CRASHED, False, Verdict.CRASHED),

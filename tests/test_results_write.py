@@ -6,6 +6,7 @@ import json
 import os
 import shlex
 import stat
+import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -207,7 +208,8 @@ def test_writers(tmp_path: Path) -> None:
 
 # -- reproduce.sh --------------------------------------------------------------------------------
 
-COMMANDS = [
+HARNESS = ["./hil", "run", "--topology", "switch-p2p", "--kernel", "debian:7.2", "-k", "export and not slice"]
+RAW = [
     ["truncate", "-s", "64M", "/tmp/run dir/exporter.shm"],
     ["vng", "--run", "/cache/kernels/debian-7.2/vmlinuz", "--qemu-opts", "-device pcie-root-port,id=rp1"],
     ["sh", "-c", "echo 'quoted' $HOME; rm -rf /"],
@@ -215,31 +217,42 @@ COMMANDS = [
 
 
 def test_reproduce_script_quotes_every_argument() -> None:
-    script = reproduce_sh(COMMANDS, header=["topology: switch-p2p", "kernel: debian:7.2"], cwd="/tmp/run dir")
+    script = reproduce_sh(
+        HARNESS, RAW, header=["topology: switch-p2p", "kernel: debian:7.2"], cwd="/repo dir"
+    )
     lines = script.splitlines()
-    assert lines[:4] == [
-        "#!/bin/sh",
-        "# Reproduces a p2p-hil run: the commands the harness ran, in order, quoted exactly.",
-        "# topology: switch-p2p",
-        "# kernel: debian:7.2",
-    ]
+    assert lines[0] == "#!/bin/sh"
+    assert "# topology: switch-p2p" in lines and "# kernel: debian:7.2" in lines
     assert "set -eu" in lines
-    assert "cd '/tmp/run dir'" in lines
-    assert [shlex.split(c) for c in lines[-3:]] == COMMANDS
+    assert "cd '/repo dir'" in lines
+    assert shlex.split(lines[-1]) == ["exec", *HARNESS]
+    raw_start = lines.index('if [ "${1:-}" = --raw ]; then')
+    assert [shlex.split(c) for c in lines[raw_start + 1 : raw_start + 4]] == RAW
+    assert lines[raw_start + 4 : raw_start + 6] == ["  exit", "fi"]
     assert script.endswith("\n")
 
 
+def test_reproduce_runs_the_harness_by_default_and_the_raw_steps_on_request(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    script = reproduce_sh(["sh", "-c", f"echo harness >> {log}"], [["sh", "-c", f"echo raw >> {log}"]])
+    path = tmp_path / "reproduce.sh"
+    path.write_text(script)
+    subprocess.run(["sh", str(path)], check=True)
+    subprocess.run(["sh", str(path), "--raw"], check=True)
+    assert log.read_text().split() == ["harness", "raw"]
+
+
 def test_reproduce_header_cannot_be_broken_by_newlines() -> None:
-    script = reproduce_sh([["true"]], header=["topology: t\nrm -rf /"])
+    script = reproduce_sh(["true"], header=["topology: t\nrm -rf /"])
     assert "\nrm -rf /" not in script
     assert "# topology: t rm -rf /" in script.splitlines()
-    assert script.splitlines()[-1] == "true"
+    assert script.splitlines()[-1] == "exec true"
 
 
 def test_write_reproduce_is_executable(tmp_path: Path) -> None:
-    path = write_reproduce(tmp_path / "reproduce.sh", COMMANDS)
+    path = write_reproduce(tmp_path / "reproduce.sh", HARNESS, RAW)
     assert stat.S_IMODE(path.stat().st_mode) == 0o755
-    assert path.read_text(encoding="utf-8") == reproduce_sh(COMMANDS)
+    assert path.read_text(encoding="utf-8") == reproduce_sh(HARNESS, RAW)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["reproduce.sh"]
 
 

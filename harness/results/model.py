@@ -69,9 +69,9 @@ _EXIT_CODES = {
 def verdict(records: Sequence[TestRecord], guest_end: GuestEnd, *, selected: bool = False) -> Verdict:
     """The run's verdict. A guest that died outranks the records it left behind.
 
-    Zero records after a normal end is infra-error unless the user selected tests (`selected`):
-    the default suite always has tests, so an empty run means collection or the plugin broke,
-    and reporting that as "passed" would hide it.
+    Zero records after a normal end is never a pass. Without a selection it is infra-error (the
+    default suite always has tests, so collection or the plugin broke); with one (`selected`) it
+    is a failure: `-k hang_dmeo` matching nothing must not turn CI green.
     """
     if guest_end is GuestEnd.CRASHED:
         return Verdict.CRASHED
@@ -80,7 +80,7 @@ def verdict(records: Sequence[TestRecord], guest_end: GuestEnd, *, selected: boo
     if guest_end is not GuestEnd.DONE:
         return Verdict.INFRA_ERROR
     if not records:
-        return Verdict.PASSED if selected else Verdict.INFRA_ERROR
+        return Verdict.FAILED if selected else Verdict.INFRA_ERROR
     if any(r.outcome in FAILING for r in records):
         return Verdict.FAILED
     return Verdict.PASSED

@@ -152,20 +152,30 @@ def _one_line(text: str) -> str:
 
 
 def reproduce_sh(
-    commands: Sequence[Sequence[str]], *, header: Sequence[str] = (), cwd: str | None = None
+    harness: Sequence[str],
+    raw: Sequence[Sequence[str]] = (),
+    *,
+    header: Sequence[str] = (),
+    cwd: str | None = None,
 ) -> str:
-    """A POSIX shell script that re-runs exactly `commands`, each argument shell-quoted.
-    `header` lines become comments (topology, kernel, how the run was invoked...)."""
+    """A POSIX shell script that re-runs the cell: by default through the harness (`harness`, run
+    from `cwd`); with `--raw`, the exact steps the harness ran underneath (scratch files, vng), each
+    argument shell-quoted, for bisecting without p2p-hil in the way. `header` lines become comments."""
     lines = [
         "#!/bin/sh",
-        "# Reproduces a p2p-hil run: the commands the harness ran, in order, quoted exactly.",
+        "# Reproduces a p2p-hil run. `sh reproduce.sh` re-runs it through the harness;",
+        "# `sh reproduce.sh --raw` runs the same steps the harness ran, without it.",
         *(f"# {_one_line(line)}" for line in header),
         "",
         "set -eu",
     ]
+    if raw:
+        lines.append('if [ "${1:-}" = --raw ]; then')
+        lines.extend("  " + shlex.join(list(argv)) for argv in raw)
+        lines += ["  exit", "fi"]
     if cwd is not None:
         lines.append(f"cd {shlex.quote(cwd)}")
-    lines.extend(shlex.join(list(argv)) for argv in commands)
+    lines.append("exec " + shlex.join(list(harness)))
     return "\n".join(lines) + "\n"
 
 
@@ -198,6 +208,11 @@ def write_junit(path: Path, meta: RunMeta, records: Sequence[TestRecord]) -> Pat
 
 
 def write_reproduce(
-    path: Path, commands: Sequence[Sequence[str]], *, header: Sequence[str] = (), cwd: str | None = None
+    path: Path,
+    harness: Sequence[str],
+    raw: Sequence[Sequence[str]] = (),
+    *,
+    header: Sequence[str] = (),
+    cwd: str | None = None,
 ) -> Path:
-    return write_text(path, reproduce_sh(commands, header=header, cwd=cwd), mode=0o755)
+    return write_text(path, reproduce_sh(harness, raw, header=header, cwd=cwd), mode=0o755)
