@@ -86,6 +86,7 @@ def _host_facts(kernel_image: Path, requested: str) -> HostFacts:
 def run_command(args: argparse.Namespace) -> int:
     from harness import topology as t
     from harness.kernels.image import resolve_kernel
+    from harness.modules import build_test_modules, default_out_dir
     from harness.results.model import exit_code
     from harness.results.report import matrix_table
     from harness.run import CellRequest, print_cell, run_cell
@@ -97,6 +98,7 @@ def run_command(args: argparse.Namespace) -> int:
     series = Path(args.series) if args.series else None
     kernel = resolve_kernel(args.kernel, progress=_progress, series=series)
     facts = _host_facts(kernel.image, args.accel)
+    modules = build_test_modules(kernel, default_out_dir(), _progress)
     invocation = ("./hil", *sys.argv[1:])
     results = []
     for topo in topologies:
@@ -112,7 +114,7 @@ def run_command(args: argparse.Namespace) -> int:
         if args.dry_run:
             _print_dry_run(req, topo, kernel, facts)
             continue
-        result = run_cell(req, topo, kernel, facts, REPO_ROOT / "runs", _progress)
+        result = run_cell(req, topo, kernel, facts, REPO_ROOT / "runs", _progress, modules.out_dir)
         print_cell(result, print)
         results.append(result)
     if args.dry_run:

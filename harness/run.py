@@ -18,12 +18,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from harness import __version__
 from harness.console.events import BootMilestone, Event, KernelProblem, Marker
 from harness.deadline import Deadline
 from harness.errors import ConfigError, GuestHang
 from harness.guest.plan import DeviceSpec, GuestPlan, dump_plan
+from harness.guest.shapes import export_shapes
 from harness.kernels.image import KernelImage
 from harness.paths import GUEST_TESTS_DIR, KERNELS_DIR, REPO_ROOT
 from harness.results.known_issues import apply_known_issues, load_known_issues
@@ -31,6 +33,7 @@ from harness.results.model import GuestEnd, RunMeta, TestRecord, Verdict, load_r
 from harness.results.report import summary_table
 from harness.results.write import Evidence, write_junit, write_reproduce, write_results_json
 from harness.topology import Layout, Topology, backing_files, kernel_cmdline, lay_out, qemu_topology_args
+from harness.topology.oracle import predict_pairs, sg_entries
 from harness.vm.command import VngSpec, guarded_argv, vng_argv
 from harness.vm.machine import GuestVM
 
@@ -86,6 +89,18 @@ def guest_command(plan_path: Path) -> str:
     return shlex.join([sys.executable, "-m", "harness.guest.entry", str(plan_path)])
 
 
+def pair_expectations(topo: Topology, layout: Layout) -> tuple[dict[str, Any], ...]:
+    """The oracle's prediction per exporter/importer pair, with sg entry counts per export shape."""
+    bars = {d.id: d.bars.get(2, 0) for d in layout.devices}
+    out = []
+    for p in predict_pairs(topo):
+        shapes = export_shapes(bars[p.exporter]) if bars[p.exporter] else {}
+        counts = {name: sg_entries(p.route, [n for _, n in ranges]) for name, ranges in shapes.items()}
+        out.append({"exporter": p.exporter, "importer": p.importer, "route": p.route, "why": p.why,
+                    "qemu_dma": p.qemu_dma, "sg_entries_for": counts})  # fmt: skip
+    return tuple(out)
+
+
 def make_plan(
     topo: Topology,
     layout: Layout,
@@ -95,6 +110,7 @@ def make_plan(
     token: str,
     select: str | None,
     guest_deadline_s: float | None,
+    modules_dir: Path | None,
 ) -> GuestPlan:
     backing = {dev_id: path for dev_id, path, _size in backing_files(layout, scratch)}
     devices = tuple(
@@ -117,8 +133,9 @@ def make_plan(
         devices=devices,
         tests_dir=GUEST_TESTS_DIR,
         pytest_args=("-k", select) if select else (),
-        modules_dir=kernel.build_dir,
+        modules_dir=modules_dir,
         guest_deadline_s=guest_deadline_s,
+        expectations=pair_expectations(topo, layout),
     )
 
 
@@ -225,6 +242,7 @@ def run_cell(
     facts: HostFacts,
     runs_root: Path,
     progress: Progress,
+    modules_dir: Path | None = None,
 ) -> CellResult:
     deadline = Deadline(req.timeout)
     layout = lay_out(topo)
@@ -234,7 +252,7 @@ def run_cell(
     scratch = Path(tempfile.mkdtemp(prefix="p2p-hil-"))
     token = secrets.token_hex(8)
     guest_deadline = max(10.0, req.timeout - GUEST_BOOT_ALLOWANCE_S - GUEST_WATCHDOG_MARGIN_S)
-    plan = make_plan(topo, layout, kernel, run_dir, scratch, token, req.select, guest_deadline)
+    plan = make_plan(topo, layout, kernel, run_dir, scratch, token, req.select, guest_deadline, modules_dir)
     plan_path = run_dir / "plan.json"
     dump_plan(plan, plan_path)
     argv = vng_argv(make_vng_spec(topo, layout, kernel, facts, run_dir, scratch, plan_path))

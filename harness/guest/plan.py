@@ -47,6 +47,9 @@ class GuestPlan:
     pytest_args: tuple[str, ...] = ()
     modules_dir: Path | None = None
     guest_deadline_s: float | None = None  # the guest powers itself off after this long
+    # The routing oracle's prediction per exporter/importer pair: {exporter, importer, route, why,
+    # qemu_dma, sg_entries_for: {shape name: entries or None}} (harness.topology.oracle).
+    expectations: tuple[Mapping[str, Any], ...] = ()
 
     def device(self, device_id: str) -> DeviceSpec:
         for dev in self.devices:
@@ -73,6 +76,7 @@ def plan_to_dict(plan: GuestPlan) -> dict[str, Any]:
         "pytest_args": list(plan.pytest_args),
         "modules_dir": None if plan.modules_dir is None else str(plan.modules_dir),
         "guest_deadline_s": plan.guest_deadline_s,
+        "expectations": [dict(e) for e in plan.expectations],
     }
 
 
@@ -129,7 +133,18 @@ def plan_from_dict(raw: object, where: str = "plan") -> GuestPlan:
         pytest_args=tuple(obj.str_list("pytest_args")),
         modules_dir=_opt_path(obj.opt_str("modules_dir")),
         guest_deadline_s=None if deadline is None else float(deadline),
+        expectations=_expectations(obj.get("expectations", []), where),
     )
+
+
+def _expectations(raw: object, where: str) -> tuple[Mapping[str, Any], ...]:
+    if not isinstance(raw, list) or not all(isinstance(e, dict) for e in raw):
+        raise PlanError(f"{where}: expectations: expected a list of objects")
+    for i, e in enumerate(raw):
+        for key in ("exporter", "importer", "route"):
+            if not isinstance(e.get(key), str):
+                raise PlanError(f"{where}: expectations[{i}].{key}: expected a string")
+    return tuple(raw)
 
 
 def _device_from_dict(raw: object, where: str) -> DeviceSpec:

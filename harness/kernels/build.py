@@ -215,7 +215,7 @@ def configure(
     )
 
 
-def verify_config(plan: BuildPlan, progress: Progress) -> None:
+def verify_config(plan: BuildPlan, progress: Progress, *, notes: bool = True) -> None:
     """BuildError listing every value our fragments ask for that .config does not have."""
     wanted = kconfig.requested(plan.inputs.fragments)
     text = (plan.objtree / ".config").read_text()
@@ -223,7 +223,7 @@ def verify_config(plan: BuildPlan, progress: Progress) -> None:
     if missing:
         raise BuildError(dropped_message(missing, plan.objtree / ".config"), plan.objtree / LOG)
     kept_on = kconfig.still_set(wanted, text)
-    if kept_on:
+    if kept_on and notes:
         names = ", ".join(s.removeprefix("CONFIG_") for s in kept_on)
         progress(f"note: selected by other options, so still on: {names}")
 
@@ -331,7 +331,7 @@ def _build_locked(
             configure(plan, progress, env, nice=nice, use_ccache=use_ccache)
     run_make(plan, progress, env, jobs=jobs, nice=nice, use_ccache=use_ccache)
     # A patch may change Kconfig; kbuild re-synced .config during make, so check the final one too.
-    verify_config(plan, progress)
+    verify_config(plan, progress, notes=False)
     _prep_vng_modules(plan)
     version = (plan.objtree / "include" / "config" / "kernel.release").read_text().strip()
     identity = build_tree.identity

@@ -1,0 +1,199 @@
+"""Benchmark: kernel builds through harness.kernels next to the raw kbuild commands they wrap.
+
+    .venv/bin/python bench/bench_kernel_build.py [--cache DIR] [--raw-cold] [--out FILE]
+
+Rows: cold build (empty ccache, no build dirs), cache hit (same spec again), one-file-patch
+rebuild (a trivial mbox patch to drivers/pci/p2pdma.c applied with git am). The raw column runs
+plain `make -j<N> bzImage` in an equally configured tree with ccache disabled:
+  cold      a fresh O= dir with the same .config (only with --raw-cold: it is a second full build)
+  hit       make in the finished build dir (kbuild's no-op walk)
+  patch     the same one-file change written into a hard-linked copy of the pristine tree whose
+            build dir is a copy of the pristine build, then make (what a developer does by hand)
+The source download/extraction is measured separately and is not part of any row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import difflib
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from harness.kernels import cache, debsrc
+from harness.kernels.build import MAKE_VARS
+from harness.kernels.image import KernelImage, resolve_kernel
+from harness.kernels.source import BUILD_DIR_PREFIX
+from harness.kernels.spec import DebianSource
+
+SPEC = "src:debian-7.2"
+PATCH_FILE = "drivers/pci/p2pdma.c"
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def child_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+class Timing:
+    """Wall time and CPU time (user+sys of finished child processes), to compare across machine load."""
+
+    def __init__(self, wall: float, cpu: float) -> None:
+        self.wall = wall
+        self.cpu = cpu
+
+    def __str__(self) -> str:
+        return f"{self.wall:7.1f} s ({self.cpu / 60:5.1f} cpu-min)"
+
+
+def timed(what: str, fn: Callable[[], object]) -> Timing:
+    log(f"--- {what}")
+    t0, c0 = time.monotonic(), child_cpu()
+    fn()
+    result = Timing(time.monotonic() - t0, child_cpu() - c0)
+    log(f"--- {what}: {result}")
+    return result
+
+
+def one_file_mbox(tree: Path) -> bytes:
+    """A git format-patch style mbox adding one comment line to PATCH_FILE (deterministic bytes)."""
+    old = (tree / PATCH_FILE).read_text().splitlines(keepends=True)
+    new = [*old[:1], "/* p2p-hil bench: a trivial one-file patch */\n", *old[1:]]
+    diff = "".join(difflib.unified_diff(old, new, f"a/{PATCH_FILE}", f"b/{PATCH_FILE}"))
+    return (
+        "From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001\n"
+        "From: p2p-hil bench <bench@localhost>\n"
+        "Date: Tue, 24 Nov 2026 00:00:00 +0000\n"
+        "Subject: [PATCH] PCI/P2PDMA: bench: trivial one-file change\n\n"
+        f"---\n {PATCH_FILE} | 1 +\n 1 file changed, 1 insertion(+)\n\n"
+        f"diff --git a/{PATCH_FILE} b/{PATCH_FILE}\n{diff}--\n2.39.5\n\n"
+    ).encode()
+
+
+def raw_make(srctree: Path, objtree: Path, jobs: int, logfile: Path) -> Timing:
+    """Plain make -jN bzImage; same CC string as the configured tree (else kbuild rebuilds all), no ccache."""
+    argv = ["nice", "-n", "10", "make", "-C", str(srctree), f"O={objtree}", f"-j{jobs}", *MAKE_VARS,
+            "CC=ccache gcc", "HOSTCC=ccache gcc", "bzImage"]  # fmt: skip
+    env = {
+        **os.environ,
+        "CCACHE_DISABLE": "1",
+        "KBUILD_BUILD_USER": "p2p-hil",
+        "KBUILD_BUILD_HOST": "p2p-hil",
+    }
+    with logfile.open("w") as out:
+        return timed(
+            f"raw make in {objtree}",
+            lambda: subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, env=env, check=True),
+        )
+
+
+def hardlink_tree(src: Path, dest: Path) -> None:
+    dest.mkdir(parents=True)
+    entries = [str(p) for p in src.iterdir() if p.name != ".git" and not p.name.startswith(BUILD_DIR_PREFIX)]
+    subprocess.run(["cp", "-al", *entries, str(dest)], check=True)
+
+
+def cold_row(tree: Path, scratch: Path, jobs: int, raw_cold: bool) -> tuple[tuple[str, Timing, str], Path]:
+    built: list[KernelImage] = []
+    ours = timed("cold build", lambda: built.append(resolve_kernel(SPEC, progress=log)))
+    build_dir = built[0].build_dir
+    assert build_dir is not None
+    raw = "(not run: --raw-cold)"
+    if raw_cold:
+        raw_tree = scratch / "cold-tree"
+        hardlink_tree(tree, raw_tree)
+        (raw_tree / "hil-o-raw").mkdir()
+        shutil.copy(build_dir / ".config", raw_tree / "hil-o-raw" / ".config")
+        raw = str(raw_make(raw_tree, raw_tree / "hil-o-raw", jobs, scratch / "raw-cold.log"))
+        shutil.rmtree(raw_tree)
+    return ("cold build (empty ccache)", ours, raw), build_dir
+
+
+def hit_row(tree: Path, build_dir: Path, scratch: Path, jobs: int) -> tuple[str, Timing, str]:
+    ours = timed("cache hit", lambda: resolve_kernel(SPEC, progress=log))
+    raw = raw_make(tree, build_dir, jobs, scratch / "raw-hit.log")
+    return ("cache hit (same spec again)", ours, str(raw))
+
+
+def patch_row(tree: Path, build_dir: Path, scratch: Path, jobs: int) -> tuple[str, Timing, str]:
+    mbox = scratch / "one-file.mbox"
+    mbox.write_bytes(one_file_mbox(tree))
+    ours = timed("one-file-patch rebuild", lambda: resolve_kernel(SPEC, progress=log, series=mbox))
+    # By hand: the same edit in a configured, built tree, then make.
+    raw_tree = scratch / "patch-tree"
+    hardlink_tree(tree, raw_tree)
+    subprocess.run(["cp", "-a", str(build_dir), str(raw_tree / "hil-o-raw")], check=True)
+    target = raw_tree / PATCH_FILE
+    text = target.read_text().splitlines(keepends=True)
+    target.unlink()  # break the hard link: the pristine file must stay as it is
+    target.write_text("".join([*text[:1], "/* p2p-hil bench: a trivial one-file patch */\n", *text[1:]]))
+    raw = raw_make(raw_tree, raw_tree / "hil-o-raw", jobs, scratch / "raw-patch.log")
+    shutil.rmtree(raw_tree)
+    return ("one-file-patch rebuild (git am)", ours, str(raw))
+
+
+def render(
+    rows: list[tuple[str, Timing, str]], fetch: Timing, identity: str, jobs: int, build_dir: Path
+) -> str:
+    gcc = subprocess.run(
+        ["gcc", "-dumpfullversion"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    lines = [
+        f"# kernel build benchmark, {dt.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}, {SPEC} ({identity}), "
+        f"{jobs} cores, gcc {gcc}, nice 10, fragments base+trim",
+        f"# source fetch (apt download + extract, not in any row): {fetch}",
+        f"# raw = plain `make -j{jobs} bzImage` in an equally configured tree, ccache disabled",
+        "# cpu-min = user+sys CPU time of all child processes: comparable when other work shares the machine",
+        f"{'case':34} {'p2p-hil':>26}   {'raw make':>26}",
+    ]
+    lines += [f"{name:34} {ours!s:>26}   {raw:>26}" for name, ours, raw in rows]
+    lines.append(f"# build dir: {build_dir}")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--cache", default="/tmp/p2p-hil-bench-cache", help="P2P_HIL_CACHE for the run")
+    parser.add_argument(
+        "--raw-cold", action="store_true", help="also time a raw cold make (a second full build)"
+    )
+    parser.add_argument("--out", help="also write the table to this file")
+    args = parser.parse_args()
+    os.environ["P2P_HIL_CACHE"] = args.cache  # read by harness.paths.cache_dir() at each call
+    jobs = len(os.sched_getaffinity(0))
+    fetch = timed("fetch source", lambda: debsrc.fetch_source(DebianSource("7.2"), log))
+    tree = debsrc.fetch_source(DebianSource("7.2"), log)
+    # Cold means cold: no ccache, no build dirs, no patched trees (the downloaded source stays).
+    shutil.rmtree(cache.ccache_root(), ignore_errors=True)
+    for old in [*tree.path.glob(f"{BUILD_DIR_PREFIX}*"), *tree.path.parent.glob("series-*")]:
+        shutil.rmtree(old)
+    scratch = Path(args.cache) / "bench-raw"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    cold, build_dir = cold_row(tree.path, scratch, jobs, args.raw_cold)
+    rows = [
+        cold,
+        hit_row(tree.path, build_dir, scratch, jobs),
+        patch_row(tree.path, build_dir, scratch, jobs),
+    ]
+    table = render(rows, fetch, tree.identity, jobs, build_dir)
+    print(table, end="")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,214 @@
+"""What the kernel did with each exporter/importer pair, against the oracle's prediction (plan expectations).
+
+(a) By the DMA list hil_p2p_importer gets back, for every export shape (hil_importer.expect): bus_addr ->
+the BAR's bus addresses per range; host_bridge_direct -> its physical addresses per range (the same on
+x86); host_bridge_iova -> one contiguous span outside the BAR; refused -> the map fails EINVAL. Spans over
+MAX_SG_ENT_SZ (4 GiB - 4 KiB) must be split exactly as fill_sg_entry() does: any other list FAILS, showing
+its entries.
+(b) By the kernel's own decision, seen with kprobes on pci_p2pdma_map_type and dma_iova_try_alloc
+(hil_importer.kprobes says why those).
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hil_importer.case import BAR, ImportCase, collection_plan, expectation, importer_ids, require_feature
+from hil_importer.expect import ROUTES, Expected, expected_list, mismatches
+from hil_importer.kprobes import ROUTE_MAP_TYPE, KprobeUnavailableError, RoutingProbe, decision
+from hil_importer.loader import Manifest
+from hil_importer.p2p import P2pImporter
+from hil_importer.pci import bar
+
+from harness.guest.shapes import export_shapes
+
+pytest_plugins = ["hil_importer.fixtures"]
+
+MASK_BITS = 64  # as an importing driver sets it (edu's DMA engine is 64-bit)
+GIB = 1 << 30
+
+
+def _pairs(raw: dict[str, Any] | None) -> list[tuple[str, str]]:
+    if raw is None:
+        return [("exporter", "importer")]
+    listed = [(str(e["exporter"]), str(e["importer"])) for e in raw.get("expectations") or []]
+    if listed:
+        return listed
+    exporters = [d["id"] for d in raw.get("devices", []) if d.get("role") == "exporter"]
+    return [(e, i) for e in exporters for i in importer_ids(raw)] or [("exporter", "importer")]
+
+
+def _bar_size(raw: dict[str, Any] | None, exporter_id: str) -> int:
+    for dev in (raw or {}).get("devices", []):
+        if dev.get("id") == exporter_id:
+            return int(dev.get("bars", {}).get(str(BAR), 0))
+    return 0
+
+
+def _cases(raw: dict[str, Any] | None) -> list[Any]:
+    cases = []
+    for exporter_id, importer_id in _pairs(raw):
+        size = _bar_size(raw, exporter_id)
+        for shape in export_shapes(size) if size else ["whole"]:
+            label = f"{exporter_id}-{importer_id}-{shape}"
+            cases.append(pytest.param((exporter_id, importer_id), shape, id=label))
+    return cases
+
+
+PLAN = collection_plan()
+CASES = _cases(PLAN)
+PAIRS = [pytest.param((e, i), id=f"{e}-{i}") for e, i in _pairs(PLAN)]
+
+
+@pytest.fixture(scope="module")
+def routing_probe() -> Iterator[RoutingProbe]:
+    try:
+        probe = RoutingProbe()
+    except KprobeUnavailableError as exc:
+        pytest.skip(f"the kernel's routing decision is not observable: {exc}")
+    try:
+        yield probe
+    finally:
+        probe.close()
+
+
+def _route(case: ImportCase, pair: tuple[str, str]) -> str:
+    exporter_id, importer_id = pair
+    if case.exporter_spec.id != exporter_id:
+        pytest.skip(f"the exporter fixture serves {case.exporter_spec.id}, not {exporter_id}")
+    route = case.route(importer_id)
+    assert route in ROUTES, f"the oracle predicts an unknown route {route!r}"
+    return route
+
+
+@pytest.mark.parametrize(("pair", "shape"), CASES)
+def test_dma_list_matches_route(
+    case: ImportCase, p2p: P2pImporter, p2p_module: Manifest, pair: tuple[str, str], shape: str
+) -> None:
+    require_feature(p2p_module, "revoke_callback")
+    route = _route(case, pair)
+    importer_id = pair[1]
+    ranges = export_shapes(case.bar_size)[shape]
+    bar2 = bar(case.exporter.bdf, BAR)
+    want = expected_list(route, ranges, bar2.start)
+    dev = case.function(importer_id)
+    case.details.update(route=route, importer=dev.bdf, bar=f"{bar2.start:#x}+{bar2.size:#x}",
+                        ranges=[f"{o:#x}+{n:#x}" for o, n in ranges],
+                        expected=[str(e) for e in want.entries])  # fmt: skip
+    _check_oracle_count(case, importer_id, shape, want)
+    handle = p2p.attach(case.export(ranges), dev, dma_mask_bits=MASK_BITS).handle
+    if route == "refused":
+        with pytest.raises(OSError) as info:
+            p2p.map(handle)
+        case.details["map_errno"] = errno.errorcode.get(info.value.errno or 0, info.value.errno)
+        assert info.value.errno == errno.EINVAL
+        return
+    try:
+        got = p2p.map(handle)
+    except OSError as exc:
+        case.details["map_errno"] = errno.errorcode.get(exc.errno or 0, exc.errno)
+        due = [str(e) for e in want.entries]
+        pytest.fail(f"{route} {shape}: map failed ({exc}); due: {len(due)} entries {due}")
+    case.details["got"] = got.describe()
+    problems = mismatches(want, got, bar2.start, bar2.size)
+    assert not problems, f"{route} {shape}: got {got.describe()}: " + "; ".join(problems)
+
+
+def _check_oracle_count(case: ImportCase, importer_id: str, shape: str, want: Expected) -> None:
+    """The host oracle's entry count for this shape, when the plan carries it, must agree with ours."""
+    counts = expectation(case.raw, case.exporter_spec.id, importer_id).get("sg_entries_for") or {}
+    if shape not in counts:
+        return
+    oracle = counts[shape]
+    case.details["oracle_entries"] = oracle
+    ours = None if want.route == "refused" else len(want.entries)
+    assert oracle == ours, f"the oracle predicts {oracle} entries for {shape}, the mapping code gives {ours}"
+
+
+@pytest.mark.parametrize("pair", PAIRS)
+def test_kernel_decision_matches_route(
+    case: ImportCase,
+    p2p: P2pImporter,
+    p2p_module: Manifest,
+    routing_probe: RoutingProbe,
+    pair: tuple[str, str],
+) -> None:
+    require_feature(p2p_module, "revoke_callback")
+    route = _route(case, pair)
+    dev = case.function(pair[1])
+    handle = p2p.attach(case.export(), dev, dma_mask_bits=MASK_BITS).handle
+    with routing_probe.watch() as events:
+        try:
+            p2p.map(handle)
+        except OSError as exc:
+            case.details["map_errno"] = errno.errorcode.get(exc.errno or 0, exc.errno)
+    seen = decision(events)
+    case.details.update(route=route, kernel=seen.as_details(), events=len(events),
+                        calc_symbol=routing_probe.calc_symbol)  # fmt: skip
+    assert (seen.provider, seen.client) == (case.exporter.bdf, dev.bdf), "the probe saw another pair"
+    assert seen.map_type == ROUTE_MAP_TYPE[route]
+    if route == "host_bridge_iova":
+        assert seen.iova is True, "dma_iova_try_alloc must succeed behind a translating IOMMU"
+    elif route == "host_bridge_direct":
+        assert seen.iova is False, "identity domain or no IOMMU: no IOVA, dma_map_phys per range"
+    else:
+        assert seen.iova is None, "no IOVA is tried on this route"
+
+
+@pytest.mark.parametrize("pair", PAIRS)
+def test_iova_over_4g_needs_dma_mask(
+    case: ImportCase, p2p: P2pImporter, p2p_module: Manifest, pair: tuple[str, str]
+) -> None:
+    """With the 32-bit default mask of a driverless PCI function, a buffer over 4 GiB gets no IOVA.
+
+    dma_iova_try_alloc() fails, the per-range dma_map_phys() fallback cannot allocate either, and
+    dma_mapping_error() turns DMA_MAPPING_ERROR into -ENOMEM.
+    """
+    require_feature(p2p_module, "revoke_callback")
+    route = _route(case, pair)
+    if route != "host_bridge_iova" or case.bar_size <= 4 * GIB:
+        pytest.skip(
+            f"needs route host_bridge_iova and a BAR over 4 GiB (route {route}, BAR {case.bar_size:#x})"
+        )
+    dev = case.function(pair[1])
+    att = p2p.attach(case.export(), dev)
+    case.details.update(importer=dev.bdf, dma_mask=hex(att.dma_mask))
+    if att.dma_mask != (1 << 32) - 1:
+        pytest.skip(f"{dev.bdf} has DMA mask {att.dma_mask:#x}, not the 32-bit default")
+    with pytest.raises(OSError) as info:
+        p2p.map(att.handle)
+    case.details["map_errno"] = errno.errorcode.get(info.value.errno or 0, info.value.errno)
+    assert info.value.errno == errno.ENOMEM
+
+
+@pytest.mark.parametrize("pair", PAIRS)
+def test_iova_ranges_linked_at_their_offsets(
+    case: ImportCase,
+    p2p: P2pImporter,
+    p2p_module: Manifest,
+    routing_probe: RoutingProbe,
+    pair: tuple[str, str],
+) -> None:
+    """A multi-range buffer through an IOVA: dma_iova_link() must place range i at the sum of the lengths
+    before it, or the ranges overlap in the one span (and the list cannot describe the buffer)."""
+    require_feature(p2p_module, "revoke_callback")
+    route = _route(case, pair)
+    if route != "host_bridge_iova":
+        pytest.skip(f"needs route host_bridge_iova (route {route})")
+    if not routing_probe.iova_link:
+        pytest.skip("dma_iova_link is not in /proc/kallsyms")
+    ranges = export_shapes(case.bar_size)["multi"]
+    handle = p2p.attach(case.export(ranges), case.function(pair[1]), dma_mask_bits=MASK_BITS).handle
+    with routing_probe.watch() as events:
+        try:
+            p2p.map(handle)
+        except OSError as exc:
+            case.details["map_errno"] = errno.errorcode.get(exc.errno or 0, exc.errno)
+    links = decision(events).links
+    due = [sum(n for _, n in ranges[:i]) for i in range(len(ranges))]
+    case.details.update(iova_links=[str(link) for link in links], due_offsets=[hex(o) for o in due])
+    assert [link.offset for link in links] == due, f"dma_iova_link calls: {[str(link) for link in links]}"
+    assert all(link.ret == 0 for link in links)
