@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from harness.errors import ConfigError
+from harness.paths import GUEST_TESTS_DIR
 from harness.results.known_issues import (
     KNOWN_ISSUES_FILE,
     KnownIssue,
@@ -40,10 +41,16 @@ def entries() -> list[KnownIssue]:
     return parse_known_issues(ENTRY_YAML, "known-issues.yaml")
 
 
-def test_shipped_file_is_valid_and_empty() -> None:
+def test_shipped_entries_are_analysed_and_name_real_tests() -> None:
+    """Every shipped entry carries its analysis and points at a test that exists in guest_tests."""
     assert KNOWN_ISSUES_FILE.name == "known-issues.yaml"
-    assert load_known_issues() == []
-    assert KNOWN_ISSUES_FILE.read_text(encoding="utf-8").startswith("# Known kernel issues")
+    entries = load_known_issues()
+    for entry in entries:
+        assert len(entry.analysis.split()) >= 30, entry.test
+        assert entry.reason and entry.reference and entry.kernels
+        module, _, function = entry.test.partition("::")
+        source = (GUEST_TESTS_DIR / module).read_text()
+        assert f"def {function.split('[')[0]}(" in source, entry.test
 
 
 def test_parse_valid_entries() -> None:
