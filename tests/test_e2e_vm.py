@@ -148,6 +148,10 @@ def test_sigkill_of_hil_run_leaves_no_qemu_and_no_scratch(tmp_path: Path) -> Non
         while time.monotonic() < end and qemu_processes_with(str(out)):
             time.sleep(0.1)
         assert not qemu_processes_with(str(out)), running
+        # The guardian removes the scratch directory right after killing the group.
+        end = time.monotonic() + 10
+        while time.monotonic() < end and Path(scratch).parent.exists():
+            time.sleep(0.1)
         assert not Path(scratch).parent.exists(), "per-run scratch directory left behind"
     finally:
         proc.kill()
