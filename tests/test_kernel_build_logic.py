@@ -10,7 +10,7 @@ import pytest
 from harness.errors import BuildError, ConfigError
 from harness.kernels import kconfig
 from harness.kernels import key as keys
-from harness.kernels.build import BuildPlan, dropped_message, make_argv
+from harness.kernels.build import BuildPlan, build_env, dropped_message, make_argv
 from harness.kernels.kconfig import Fragment
 from harness.kernels.makelog import MakeProgress
 from harness.kernels.proc import run_logged
@@ -179,3 +179,13 @@ def test_a_failing_step_reports_the_log_path_and_its_last_40_lines(tmp_path: Pat
     assert "oops" in tail and "line60" in tail and "line20" not in tail
     assert len(seen) == 61  # every line streamed to the callback
     assert "line1\n" in log.read_text()  # the full log is kept
+
+
+def test_build_env_shares_ccache_across_trees() -> None:
+    plan = BuildPlan(Path("/c/src/x/pristine"), Path("/c/src/x/pristine/hil-o-1"), "k", "c", INPUTS)
+    env = build_env(plan, Path("/c/ccache"))
+    assert env["CCACHE_DIR"] == "/c/ccache"
+    assert env["CCACHE_BASEDIR"] == "/c/src/x/pristine"
+    assert env["CCACHE_DEPEND"] == "1"
+    tree_plan = BuildPlan(Path("/home/me/linux"), Path("/c/kernels/tree-builds/k"), "k", "c", INPUTS)
+    assert build_env(tree_plan, Path("/c/ccache"))["CCACHE_BASEDIR"] == "/home/me/linux"

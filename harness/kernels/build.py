@@ -59,6 +59,13 @@ def make_argv(
     return [*argv, *targets]
 
 
+def _ccache_basedir(plan: BuildPlan) -> str:
+    # Paths under the base dir are rewritten relative to the compiler's cwd, so trees at different
+    # places share hits. "/" would also rewrite system paths, which ccache's manual advises against.
+    common = os.path.commonpath([plan.srctree, plan.objtree])
+    return common if common != "/" else str(plan.srctree)
+
+
 def build_env(plan: BuildPlan, ccache_dir: Path) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
@@ -66,7 +73,11 @@ def build_env(plan: BuildPlan, ccache_dir: Path) -> dict[str, str]:
             "CCACHE_DIR": str(ccache_dir),
             # Paths under the base dir are rewritten relative to the compiler's cwd, so trees at
             # different places share hits. Without debug info the cwd itself is not hashed.
-            "CCACHE_BASEDIR": os.path.commonpath([plan.srctree, plan.objtree]),
+            "CCACHE_BASEDIR": _ccache_basedir(plan),
+            # Depend mode: on a miss, ccache hashes the compiler's own -MD output instead of running
+            # the preprocessor a second time. Measured on drivers/acpi/: a cold compile costs 43 CPU-s
+            # with it, 66 without, 46 with no ccache at all; hits are the same direct-mode hits.
+            "CCACHE_DEPEND": "1",
             "KBUILD_BUILD_USER": "p2p-hil",
             "KBUILD_BUILD_HOST": "p2p-hil",
             "LC_ALL": "C",

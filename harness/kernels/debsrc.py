@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import FetchError
-from harness.kernels import apt, cache, debian
+from harness.kernels import apt, cache, debian, gitutil
 from harness.kernels.kimage import Progress
 from harness.kernels.spec import DebianSource
 
@@ -70,6 +70,8 @@ def unpack_source(state: apt.AptState, package: str, version: str, progress: Pro
         for entry in tops[0].iterdir():
             os.rename(entry, tmp / entry.name)
         tops[0].rmdir()
+        # Once per source version, so that the first patch series does not pay for it.
+        gitutil.record_tree(tmp, f"pristine {package}={version}", progress)
 
 
 def fetch_source(spec: DebianSource, progress: Progress, *, offline: bool = False) -> SourceTree:
@@ -91,7 +93,7 @@ def fetch_source(spec: DebianSource, progress: Progress, *, offline: bool = Fals
         if stanza is None:
             raise FetchError(f"{spec}: no {spec.package} package in suites {', '.join(state.suites)}")
         progress(f"{spec} -> {spec.package} {stanza.version}")
-        with cache.locked(f"src-{spec.package}_{stanza.version}", progress=progress):
+        with cache.locked(f"src-{_root(spec.package, stanza.version).name}", progress=progress):
             if _tree(spec, stanza.version) is None:
                 unpack_source(state, spec.package, stanza.version, progress)
     cache.write_record(_alias(spec), {"version": stanza.version, "resolved": time.time()})

@@ -21,27 +21,10 @@ from pathlib import Path
 from harness.errors import BuildError, ConfigError
 from harness.kernels import cache, series
 from harness.kernels.debsrc import SourceTree
+from harness.kernels.gitutil import BUILD_DIR_PREFIX, git, git_bytes, record_tree, recorded_commit
 from harness.kernels.kimage import Progress
 
-BUILD_DIR_PREFIX = "hil-o-"  # build directories live directly inside the tree they build
-
-
-def git(tree: Path, *args: str, check: bool = True, text: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        ["git", "-C", str(tree), *series.GIT_IDENTITY, *args], capture_output=True, text=text, check=False
-    )
-    if check and proc.returncode != 0:
-        raise BuildError(f"git {' '.join(args)} in {tree} failed: {proc.stderr.strip()[-1500:]}")
-    return proc
-
-
-def _git_bytes(tree: Path, *args: str) -> bytes:
-    proc = subprocess.run(["git", "-C", str(tree), *args], capture_output=True, check=False)
-    if proc.returncode != 0:
-        raise BuildError(
-            f"git {' '.join(args)} in {tree} failed: {proc.stderr.decode(errors='replace')[-1500:]}"
-        )
-    return proc.stdout
+__all__ = ["BUILD_DIR_PREFIX", "local_tree", "patched_tree", "patched_tree_for", "tree_identity"]
 
 
 def is_git_tree(path: Path) -> bool:
@@ -54,10 +37,10 @@ def tree_identity(path: Path) -> str:
     Untracked files count (a new driver file is part of the build), ignored ones do not (build output).
     """
     if is_git_tree(path):
-        head = _git_bytes(path, "rev-parse", "HEAD").decode().strip()
-        diff = hashlib.sha256(_git_bytes(path, "diff", "HEAD", "--binary")).hexdigest()[:16]
+        head = git_bytes(path, "rev-parse", "HEAD").decode().strip()
+        diff = hashlib.sha256(git_bytes(path, "diff", "HEAD", "--binary")).hexdigest()[:16]
         untracked = hashlib.sha256()
-        for rel in sorted(_git_bytes(path, "ls-files", "--others", "--exclude-standard", "-z").split(b"\0")):
+        for rel in sorted(git_bytes(path, "ls-files", "--others", "--exclude-standard", "-z").split(b"\0")):
             if rel:
                 untracked.update(rel + b"\0")
                 file = path / os.fsdecode(rel)
@@ -84,30 +67,12 @@ def local_tree(path: Path) -> SourceTree:
 
 
 def _ensure_pristine_repo(pristine: Path, identity: str, progress: Progress) -> str:
-    """Make the pristine tree a git repository with one commit (once); return that commit."""
-    with cache.locked(f"git-{pristine.parent.name}", progress=progress):
-        done = pristine / ".git" / "hil-pristine-commit"
-        if done.is_file():
-            return done.read_text().strip()
-        t0 = time.monotonic()
-        progress(f"recording the pristine tree in git (once per source version): {pristine}")
-        shutil.rmtree(pristine / ".git", ignore_errors=True)
-        git(pristine, "init", "-q")
-        # No background `git gc --auto`: 90k fresh loose objects would start a repack of ~1 GB
-        # that competes with the build for minutes. The repository is write-once.
-        git(pristine, "config", "gc.auto", "0")
-        git(pristine, "config", "maintenance.auto", "false")
-        (pristine / ".git" / "info").mkdir(parents=True, exist_ok=True)
-        (pristine / ".git" / "info" / "exclude").write_text(f"/{BUILD_DIR_PREFIX}*/\n")
-        # --force: Debian's tarball ships a .gitignore that ignores everything at the top level.
-        # Low compression: this repository is only a base for git am, never transferred.
-        exclude = f":(exclude){BUILD_DIR_PREFIX}*"
-        git(pristine, "-c", "core.looseCompression=1", "add", "--force", "-A", "--", ".", exclude)
-        git(pristine, "commit", "-q", "--no-verify", "-m", f"pristine {identity}")
-        commit = git(pristine, "rev-parse", "HEAD").stdout.strip()
-        done.write_text(commit + "\n")
-        progress(f"pristine tree recorded in {time.monotonic() - t0:.1f} s")
+    """The pristine tree's commit; trees unpacked before recording existed get recorded now."""
+    if (commit := recorded_commit(pristine)) is not None:
         return commit
+    with cache.locked(f"src-{pristine.parent.name}", progress=progress):
+        shutil.rmtree(pristine / ".git", ignore_errors=True)
+        return record_tree(pristine, f"pristine {identity}", progress)
 
 
 def _borrow_repo(tree: Path, objects: Path, index: Path | None, commit: str) -> None:
