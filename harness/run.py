@@ -26,6 +26,7 @@ from harness.deadline import Deadline
 from harness.errors import ConfigError, GuestHang
 from harness.guest.plan import DeviceSpec, GuestPlan, dump_plan
 from harness.guest.shapes import export_shapes
+from harness.hostcheck import RunByteChecks, seed_commands
 from harness.kernels.image import KernelImage
 from harness.paths import GUEST_TESTS_DIR, KERNELS_DIR, REPO_ROOT
 from harness.results.known_issues import apply_known_issues, load_known_issues
@@ -35,6 +36,7 @@ from harness.results.write import Evidence, write_junit, write_reproduce, write_
 from harness.topology import Layout, Topology, backing_files, kernel_cmdline, lay_out, qemu_topology_args
 from harness.topology.oracle import predict_pairs, sg_entries
 from harness.vm.command import VngSpec, guarded_argv, vng_argv
+from harness.vm.host_agent import HostAgent, device_table, object_table, qmp_args, unix_qmp
 from harness.vm.machine import GuestVM
 
 Progress = Callable[[str], None]
@@ -43,6 +45,7 @@ Progress = Callable[[str], None]
 # the guest-side watchdog fires this much before the host deadline so the blocked stacks get out.
 GUEST_BOOT_ALLOWANCE_S = 20.0
 GUEST_WATCHDOG_MARGIN_S = 15.0
+QMP_SOCKET = "qmp.sock"  # in the scratch directory; the host agent's way to QEMU (hot-unplug)
 
 
 @dataclass(frozen=True)
@@ -155,7 +158,9 @@ def make_vng_spec(
         memory=f"{topo.machine.memory >> 20}M",
         cpus=topo.machine.smp,
         append=tuple(kernel_cmdline(topo)),
-        qemu_args=tuple(qemu_topology_args(layout, scratch)),
+        # The topology, plus a QMP socket for the host agent (harness/vm/host_agent.py): guest tests
+        # ask the host for device_del/device_add through the run directory.
+        qemu_args=(*qemu_topology_args(layout, scratch), *qmp_args(scratch / QMP_SOCKET)),
         guest_command=guest_command(plan_path),
         rwdirs=(run_dir,),
         cwd=REPO_ROOT,
@@ -169,11 +174,28 @@ def harness_command(req: CellRequest) -> list[str]:
     return [*hil, "--timeout", f"{req.timeout:g}"]
 
 
-def raw_commands(layout: Layout, scratch: Path, vng: list[str]) -> list[list[str]]:
+def raw_commands(
+    layout: Layout, scratch: Path, vng: list[str], run_dir: Path | None = None
+) -> list[list[str]]:
     """What the harness runs underneath, for re-running the cell by hand without it."""
     raw: list[list[str]] = [["mkdir", "-p", str(scratch)]]
     raw += [["truncate", "-s", str(size), str(path)] for _id, path, size in backing_files(layout, scratch)]
+    if run_dir is not None:  # the host's seed bytes, kept in the run directory
+        raw += seed_commands(seed_targets(layout, scratch), run_dir)
     return [*raw, vng]
+
+
+def host_agent(layout: Layout, run_dir: Path, scratch: Path, progress: Progress) -> HostAgent:
+    """The guest's way to QMP (hot-unplug): requests in the run directory, QEMU's QMP socket."""
+    args = qemu_topology_args(layout, scratch)
+    qmp = unix_qmp(scratch / QMP_SOCKET)
+    return HostAgent(run_dir, qmp, device_table(args), progress, objects=object_table(args))
+
+
+def seed_targets(layout: Layout, scratch: Path) -> list[tuple[str, Path]]:
+    """(device, backing file) of every exporter: the host seeds random bytes there (harness/hostcheck.py)."""
+    roles = {d.id: d.role for d in layout.devices}
+    return [(dev, path) for dev, path, _size in backing_files(layout, scratch) if roles[dev] == "exporter"]
 
 
 def create_backing_files(layout: Layout, scratch: Path) -> None:
@@ -259,7 +281,7 @@ def run_cell(
     write_reproduce(
         run_dir / "reproduce.sh",
         harness_command(req),
-        raw_commands(layout, scratch, argv),
+        raw_commands(layout, scratch, argv, run_dir),
         header=[f"topology: {topo.name}", f"kernel: {req.kernel_spec} ({kernel.version})"],
         cwd=str(REPO_ROOT),
     )
@@ -268,15 +290,23 @@ def run_cell(
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
     t0 = time.monotonic()
     progress(f"booting {topo.name} with {kernel.version} ({facts.accel}) -> {run_dir}")
+    byte_checks = RunByteChecks(
+        run_dir,
+        Path(plan.results_path),
+        {dev: path for dev, path, _size in backing_files(layout, scratch)},
+        seed_targets(layout, scratch),
+    )
     vm = GuestVM(
         guarded_argv(argv, os.getpid(), scratch),
         console_log=run_dir / "console.log",
         scratch=scratch,
         token=token,
         env=env,
+        helpers=(host_agent(layout, run_dir, scratch, progress),),
     )
     try:
         create_backing_files(layout, scratch)
+        byte_checks.seed()
         vm.launch()
         try:
             for event in vm.watch(deadline, req.idle_timeout):
@@ -285,16 +315,17 @@ def run_cell(
             seen.hang = str(exc)
             progress(f"guest hung: {exc}")
     finally:
-        vm.shutdown()
+        vm.shutdown(before_cleanup=byte_checks.observe_now)  # host checks read the backing files
     vm_s = time.monotonic() - t0
 
     records, truncated = load_records(Path(plan.results_path))
+    records = byte_checks.apply(records)
     records = apply_known_issues(
         records, load_known_issues(KERNELS_DIR / "known-issues.yaml"), kernel.version, topo.name
     )
     end = guest_end_of(seen, vm.exit_status)
     evidence: list[Evidence] = list(seen.problems)
-    if seen.hang is not None or end in (GuestEnd.BOOT_FAILURE, GuestEnd.INFRA_ERROR):
+    if seen.hang is not None or end in (GuestEnd.HUNG, GuestEnd.BOOT_FAILURE, GuestEnd.INFRA_ERROR):
         evidence.append(f"{seen.hang or end.value}; console tail:\n{vm.console_tail()}")
     if not records and req.select and end is GuestEnd.DONE:
         evidence.append(f"the selection -k {req.select!r} matched no test")

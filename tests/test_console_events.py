@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from pathlib import Path
 from typing import get_args
 
@@ -38,7 +39,7 @@ def span(text: str, first: str, last: str) -> str:
     """The log text from `first` through `last` with CRLF normalised: what an excerpt must be."""
     start = text.index(first)
     end = text.index(last, start) + len(last)
-    return text[start:end].replace("\r\n", "\n")
+    return re.sub(r"\r*\n", "\n", text[start:end])  # a real serial console ends lines with \r\r\n
 
 
 # (file, kind, first_line, first excerpt line, last excerpt line, complete)
@@ -81,6 +82,15 @@ EXPECTED_PROBLEMS = [
         "INFO: task python3:398 blocked for more than 122 seconds.",
         "[  129.603328] INFO: task python3:398",
         "[  129.605367]  </TASK>",
+        True,
+    ),
+    (
+        "blocked-tasks.log",
+        "blocked_tasks",
+        "task:python          state:D stack:13112 pid:65    tgid:65    ppid:64     task_flags:0x400100 "
+        "flags:0x00080000",
+        "[   64.149054] task:python",
+        "[   64.153290]  </TASK>",
         True,
     ),
     (
@@ -405,3 +415,26 @@ def test_tail() -> None:
     assert tail("a\nb", 5) == "a\nb"
     assert tail("abc", 0) == ""
     assert tail(read("debian-7.2-boot.log"), 1) == "[    5.170248] reboot: Power down"
+
+
+def test_blocked_task_inside_a_hung_task_report_stays_in_it() -> None:
+    """sched_show_task()'s "task:... state:D" line is a blocked_tasks header on its own (sysrq-w), but the
+    same line inside a hung-task report is that report's stack, not a second problem."""
+    hung = problems(scan(read("hung-task.log"), TOKEN))
+    assert [p.kind for p in hung] == ["hung_task"]
+    assert "task:python3         state:D" in hung[0].excerpt
+
+
+def test_blocked_tasks_are_evidence_not_crashes() -> None:
+    """The sysrq-w dump of a hang yields blocked_tasks problems; the run's verdict logic (harness/run.py)
+    counts only panic/oops/bug/kasan/warning/hung_task/rcu_stall/lockdep as crashes."""
+    from harness.results.model import GuestEnd
+    from harness.run import _Watch, guest_end_of
+
+    seen = _Watch(started=True, done={"status": "hung"})
+    seen.problems = problems(scan(read("blocked-tasks.log"), TOKEN))
+    assert [p.kind for p in seen.problems] == ["blocked_tasks"]
+    assert "vfio_pci_dma_buf_move" in seen.problems[0].excerpt
+    assert guest_end_of(seen, 0) is GuestEnd.HUNG
+    seen.done = {"status": "finished", "exit_code": 0}
+    assert guest_end_of(seen, 0) is GuestEnd.DONE

@@ -34,6 +34,10 @@ RDMA_REVOCABLE: Final = 0
 RDMA_PINNED: Final = 1
 RDMA_DYNAMIC: Final = 2
 
+EDU_FROM_ADDR: Final = 0
+EDU_TO_ADDR: Final = 1
+EDU_BUFFER_SIZE: Final = 4096
+
 # include/rdma/ib_verbs.h enum ib_access_flags
 IB_ACCESS_LOCAL_WRITE: Final = 1 << 0
 IB_ACCESS_REMOTE_WRITE: Final = 1 << 1
@@ -98,6 +102,18 @@ class hil_p2p_status(ctypes.Structure):  # noqa: N801
     )
 
 
+class hil_edu_dma(ctypes.Structure):  # noqa: N801
+    _fields_ = (
+        ("dev", hil_pci_function),
+        ("direction", ctypes.c_uint32),
+        ("buf_offset", ctypes.c_uint32),
+        ("dma_addr", ctypes.c_uint64),
+        ("len", ctypes.c_uint64),
+        ("timeout_ms", ctypes.c_uint32),
+        ("elapsed_us", ctypes.c_uint32),
+    )
+
+
 class hil_rdma_reg(ctypes.Structure):  # noqa: N801
     _fields_ = (
         ("version", ctypes.c_uint32),
@@ -134,6 +150,7 @@ HIL_P2P_IOC_SG: Final = IOWR(MAGIC, 0x03, _size(hil_sg_request))
 HIL_P2P_IOC_UNMAP: Final = IOW(MAGIC, 0x04, _size(hil_handle))
 HIL_P2P_IOC_DETACH: Final = IOW(MAGIC, 0x05, _size(hil_handle))
 HIL_P2P_IOC_STATUS: Final = IOWR(MAGIC, 0x06, _size(hil_p2p_status))
+HIL_P2P_IOC_EDU_DMA: Final = IOWR(MAGIC, 0x07, _size(hil_edu_dma))
 HIL_RDMA_IOC_REG: Final = IOWR(MAGIC, 0x11, _size(hil_rdma_reg))
 HIL_RDMA_IOC_SG: Final = IOWR(MAGIC, 0x12, _size(hil_sg_request))
 HIL_RDMA_IOC_DEREG: Final = IOW(MAGIC, 0x13, _size(hil_handle))
@@ -147,6 +164,7 @@ STRUCTS: Final = (
     hil_sg_request,
     hil_handle,
     hil_p2p_status,
+    hil_edu_dma,
     hil_rdma_reg,
     hil_rdma_status,
 )

@@ -1,4 +1,5 @@
-"""Revoking a VFIO dma-buf from userspace: clear PCI_COMMAND.MEMORY through the VFIO config region.
+"""Revoking a VFIO dma-buf from userspace: PCI_COMMAND.MEMORY through the VFIO config region, and the
+VFIO device calls the other revocation paths need (device info and reset, the request eventfd).
 
 vfio_pci_config.c (v7.2) vfio_basic_config_write(): a COMMAND write without MEMORY calls
 vfio_pci_dma_buf_move(vdev, true) -- invalidate every importer, then wait (no timeout) until each has
@@ -8,11 +9,21 @@ once more while un-revoking. So a revoke + restore is seen by an importer as two
 
 from __future__ import annotations
 
+import ctypes
 import os
+import select
 import struct
 
 from hil_vfio import VfioDevice, region_info
-from hil_vfio.uapi import VFIO_PCI_CONFIG_REGION_INDEX
+from hil_vfio.device import ioctl, ioctl_ref
+from hil_vfio.ioc import IO
+from hil_vfio.uapi import (
+    VFIO_BASE,
+    VFIO_DEVICE_GET_INFO,
+    VFIO_DEVICE_RESET,
+    VFIO_PCI_CONFIG_REGION_INDEX,
+    VFIO_TYPE,
+)
 
 PCI_COMMAND = 0x04
 PCI_COMMAND_MEMORY = 0x2
@@ -32,3 +43,70 @@ def set_memory_enable(dev: VfioDevice, enabled: bool) -> None:
     written = os.pwrite(dev.device_fd, struct.pack("<H", command), offset)
     if written != 2:
         raise OSError(0, f"short config write: {written} of 2 bytes")
+
+
+# --- VFIO_DEVICE_RESET ---------------------------------------------------------------------------
+# include/uapi/linux/vfio.h (v7.2); VFIO ioctls are _IO (size 0), see hil_vfio.uapi.
+VFIO_DEVICE_FLAGS_RESET = 1 << 0
+VFIO_IRQ_SET_DATA_EVENTFD = 1 << 2
+VFIO_IRQ_SET_ACTION_TRIGGER = 1 << 5
+VFIO_PCI_REQ_IRQ_INDEX = 4
+VFIO_DEVICE_SET_IRQS = IO(VFIO_TYPE, VFIO_BASE + 10)
+
+
+class vfio_device_info(ctypes.Structure):  # noqa: N801 (the C struct's name)
+    _fields_ = (
+        ("argsz", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("num_regions", ctypes.c_uint32),
+        ("num_irqs", ctypes.c_uint32),
+        ("cap_offset", ctypes.c_uint32),
+        ("pad", ctypes.c_uint32),
+    )
+
+
+class vfio_irq_set_eventfd(ctypes.Structure):  # noqa: N801
+    """struct vfio_irq_set with one s32 eventfd as its data[]."""
+
+    _fields_ = (
+        ("argsz", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("index", ctypes.c_uint32),
+        ("start", ctypes.c_uint32),
+        ("count", ctypes.c_uint32),
+        ("fd", ctypes.c_int32),
+    )
+
+
+def device_flags(dev: VfioDevice) -> int:
+    info = vfio_device_info(argsz=ctypes.sizeof(vfio_device_info))
+    ioctl_ref(dev.device_fd, VFIO_DEVICE_GET_INFO, info, "VFIO_DEVICE_GET_INFO")
+    return int(info.flags)
+
+
+def reset_device(dev: VfioDevice) -> None:
+    """VFIO_DEVICE_RESET (vfio_pci_ioctl_reset: EINVAL when the device has no reset method)."""
+    ioctl(dev.device_fd, VFIO_DEVICE_RESET, None, "VFIO_DEVICE_RESET")
+
+
+def request_eventfd(dev: VfioDevice) -> int:
+    """An eventfd that VFIO signals when the kernel wants the device back (unbind, hot-unplug).
+
+    vfio_unregister_group_dev() calls vfio_pci_core_request() every 10 s until the device is released.
+    The caller owns (closes) the returned fd; closing the device unregisters it.
+    """
+    efd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+    req = vfio_irq_set_eventfd(argsz=ctypes.sizeof(vfio_irq_set_eventfd),
+                               flags=VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER,
+                               index=VFIO_PCI_REQ_IRQ_INDEX, start=0, count=1, fd=efd)  # fmt: skip
+    try:
+        ioctl_ref(dev.device_fd, VFIO_DEVICE_SET_IRQS, req, "VFIO_DEVICE_SET_IRQS(REQ)")
+    except BaseException:
+        os.close(efd)
+        raise
+    return efd
+
+
+def wait_readable(fd: int, timeout: float) -> bool:
+    ready, _, _ = select.select([fd], [], [], timeout)
+    return bool(ready)

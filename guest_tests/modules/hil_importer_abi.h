@@ -102,6 +102,32 @@ struct hil_p2p_status {
 	__u64 dmabuf_size;	/* out */
 };
 
+/*
+ * EDU_DMA: one transfer of QEMU's edu device (1234:11e8) DMA engine, so that
+ * a test can move real bytes through a mapping made for the edu function.
+ * The module enables the function, sets bus mastering, programs BAR0 (0x80
+ * src, 0x88 dst, 0x90 count, 0x98 cmd), polls until the engine is idle and
+ * disables the function again. edu's 4 KiB buffer is at device address
+ * 0x40000; buf_offset + len must stay inside it (QEMU aborts otherwise).
+ * Errors: EINVAL (bad direction/offset/length or pad), ENODEV (no such
+ * function or not an edu), EBUSY (a driver is bound), ETIMEDOUT (the engine
+ * stayed busy for timeout_ms). A DMA that the IOMMU refuses still completes
+ * on edu's side: only the bytes tell.
+ */
+#define HIL_EDU_FROM_ADDR	0 /* dma_addr -> edu buffer */
+#define HIL_EDU_TO_ADDR		1 /* edu buffer -> dma_addr ("to PCI", cmd bit 1) */
+#define HIL_EDU_BUFFER_SIZE	4096
+
+struct hil_edu_dma {
+	struct hil_pci_function dev; /* in: an edu function without driver */
+	__u32 direction;	/* in: HIL_EDU_* */
+	__u32 buf_offset;	/* in: offset in edu's buffer */
+	__u64 dma_addr;		/* in: the device address edu reads or writes */
+	__u64 len;		/* in: bytes, 1 .. HIL_EDU_BUFFER_SIZE - buf_offset */
+	__u32 timeout_ms;	/* in: 0 means 5000 */
+	__u32 elapsed_us;	/* out: from the start command to the engine idle */
+};
+
 #define HIL_IOC_VERSION		_IOR(HIL_IMPORTER_IOC_MAGIC, 0x00, struct hil_version)
 #define HIL_P2P_IOC_ATTACH	_IOWR(HIL_IMPORTER_IOC_MAGIC, 0x01, struct hil_p2p_attach)
 #define HIL_P2P_IOC_MAP		_IOWR(HIL_IMPORTER_IOC_MAGIC, 0x02, struct hil_sg_request)
@@ -109,6 +135,7 @@ struct hil_p2p_status {
 #define HIL_P2P_IOC_UNMAP	_IOW(HIL_IMPORTER_IOC_MAGIC, 0x04, struct hil_handle)
 #define HIL_P2P_IOC_DETACH	_IOW(HIL_IMPORTER_IOC_MAGIC, 0x05, struct hil_handle)
 #define HIL_P2P_IOC_STATUS	_IOWR(HIL_IMPORTER_IOC_MAGIC, 0x06, struct hil_p2p_status)
+#define HIL_P2P_IOC_EDU_DMA	_IOWR(HIL_IMPORTER_IOC_MAGIC, 0x07, struct hil_edu_dma)
 
 /* hil_rdma_reg.mode: which ib_umem_dmabuf entry point registers the buffer */
 #define HIL_RDMA_REVOCABLE	0 /* ib_umem_dmabuf_get_pinned_revocable_and_lock (irdma) */

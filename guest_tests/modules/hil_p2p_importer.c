@@ -7,6 +7,9 @@
  * Attachments belong to the open file: closing it unmaps and detaches all of
  * them, so a crashed test leaves nothing attached.
  *
+ * EDU_DMA (hil_edu.h) programs QEMU's edu DMA engine, so that the addresses
+ * of a mapping can be used by a real device and the bytes checked.
+ *
  * Locking: hil_file.lock serializes the ioctls and release of one file (it
  * keeps an attachment alive while an ioctl uses it). The mapping state of an
  * attachment is protected by its dma-buf's reservation lock, which is also
@@ -23,6 +26,7 @@
 #include <linux/xarray.h>
 
 #include "hil_common.h"
+#include "hil_edu.h"
 
 struct hil_file {
 	struct mutex lock;		/* serializes ioctls and release */
@@ -339,6 +343,9 @@ static long hil_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 		break;
 	case HIL_P2P_IOC_STATUS:
 		ret = hil_status(f, uarg);
+		break;
+	case HIL_P2P_IOC_EDU_DMA:
+		ret = hil_edu_dma(uarg);
 		break;
 	default:
 		ret = -ENOTTY;

@@ -186,6 +186,8 @@ class ConsoleScanner:
 
         kind = header_kind(message)
         report = self._s.report
+        if kind == "blocked_tasks" and report is not None:
+            kind = None  # a task's stack inside another report (hung task) is part of that report
         if kind is not None:
             if report and report.kind == "bug" and kind == "oops" and not report.saw_oops:
                 # "kernel BUG at" and "BUG: kernel NULL pointer dereference" go on to die(): the
@@ -268,7 +270,7 @@ def _ends(report: _Report, message: str) -> bool:
     if message.strip() == TASK_CLOSE:
         # These reports are a header plus one dump_stack()/sched_show_task() and print no
         # end-trace marker; an Oops has its own "end trace" after the trace closes.
-        return report.kind in ("hung_task", "rcu_stall", "lockdep") or (
+        return report.kind in ("hung_task", "rcu_stall", "lockdep", "blocked_tasks") or (
             report.kind == "bug" and not report.saw_oops
         )
     return False

@@ -1,8 +1,8 @@
 """What kernel reports and virtme-ng boot steps look like on the console.
 
 Formats come from the Linux 7.2 sources (kernel/panic.c __warn/vpanic, lib/bug.c,
-arch/x86/kernel/dumpstack.c, arch/x86/mm/fault.c, kernel/hung_task.c,
-kernel/rcu/tree_stall.h, mm/kasan/report.c, lib/ubsan.c, kernel/locking/lockdep.c) and from a
+arch/x86/kernel/dumpstack.c, arch/x86/mm/fault.c, kernel/hung_task.c, kernel/rcu/tree_stall.h,
+mm/kasan/report.c, lib/ubsan.c, kernel/locking/lockdep.c, kernel/sched/core.c) and from a
 recorded virtme-ng boot (tests/data/consoles/debian-7.2-boot.log). The patterns match the
 message text *after* the printk timestamp.
 """
@@ -13,7 +13,7 @@ import re
 from typing import Literal
 
 ProblemKind = Literal[
-    "panic", "oops", "bug", "warning", "hung_task", "rcu_stall", "kasan", "ubsan", "lockdep"
+    "panic", "oops", "bug", "warning", "hung_task", "rcu_stall", "kasan", "ubsan", "lockdep", "blocked_tasks"
 ]
 MilestoneKind = Literal["kernel_started", "init_started", "script_started", "power_down"]
 
@@ -53,6 +53,10 @@ HEADERS: tuple[tuple[ProblemKind, re.Pattern[str]], ...] = (
     ("bug", re.compile(r"^(?:kernel BUG at |(?:[\w-]+: )?BUG: )")),
     ("hung_task", re.compile(r"^INFO: task .+:\d+ blocked.* for more than \d+ seconds")),
     ("rcu_stall", re.compile(r"^rcu: INFO: \S+ (?:detected (?:expedited )?stalls|self-detected stall)")),
+    # One task in D state as sched_show_task() prints it ("task:%-15.15s state:%c ..."): sysrq-w
+    # (the guest watchdog's dump) shows each blocked task so. Evidence, not a crash; inside another
+    # report (a hung task's stack) the line belongs to that report.
+    ("blocked_tasks", re.compile(r"^task:.{1,15}? +state:D(?: |$)")),
 )
 
 MILESTONES: tuple[tuple[MilestoneKind, re.Pattern[str]], ...] = (

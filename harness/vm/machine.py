@@ -12,19 +12,30 @@ import shlex
 import shutil
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Protocol
 
 import pexpect
 
-from harness.console.events import ConsoleScanner, Event
+from harness.console.events import ConsoleScanner, Event, tail
 from harness.deadline import Deadline
 from harness.errors import GuestHang, LaunchError
 
 CONSOLE_TAIL_LINES = 60
 _READ_CHUNK = 65536
+# With helpers the console loop wakes up at least this often, so that they see the guest's requests.
+_HELPER_POLL_S = 0.2
+
+
+class VmHelper(Protocol):
+    """Host-side work that runs alongside the VM (harness.vm.host_agent.HostAgent): poll() is called
+    from the console loop and must not block; close() when the VM is stopped."""
+
+    def poll(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class GuestVM:
@@ -36,8 +47,10 @@ class GuestVM:
         scratch: Path,
         token: str,
         env: dict[str, str] | None = None,
+        helpers: Sequence[VmHelper] = (),
     ) -> None:
         self.argv = argv
+        self.helpers = tuple(helpers)
         self.console_log = console_log
         self.scratch = scratch
         self.token = token
@@ -78,7 +91,10 @@ class GuestVM:
                 raise GuestHang(f"run deadline of {deadline.seconds:.0f} s reached", self.console_tail())
             if now - last_output > idle_timeout:
                 raise GuestHang(f"no console output for {idle_timeout:.0f} s", self.console_tail())
-            wait = max(0.05, min(1.0, deadline.remaining(), idle_timeout - (now - last_output)))
+            for helper in self.helpers:
+                helper.poll()
+            longest = _HELPER_POLL_S if self.helpers else 1.0
+            wait = max(0.05, min(longest, deadline.remaining(), idle_timeout - (now - last_output)))
             try:
                 text = child.read_nonblocking(_READ_CHUNK, timeout=wait)
             except pexpect.TIMEOUT:
@@ -91,8 +107,12 @@ class GuestVM:
         yield from scanner.finish()
         self._reap()
 
-    def shutdown(self) -> None:
-        """Stop the VM if it still runs (guardian first, so it kills the whole tree), clean up."""
+    def shutdown(self, before_cleanup: Callable[[], None] | None = None) -> None:
+        """Stop the VM if it still runs (guardian first, so it kills the whole tree), clean up.
+
+        `before_cleanup` runs once the VM is stopped and before the scratch directory (the ivshmem
+        backing files) is removed: host-side checks of the guest's bytes go there.
+        """
         child = self._child
         try:
             if child is not None and child.isalive():
@@ -105,6 +125,10 @@ class GuestVM:
                     os.killpg(child.pid, signal.SIGKILL)
             if child is not None:
                 self._reap()
+            for helper in self.helpers:
+                helper.close()
+            if before_cleanup is not None:
+                before_cleanup()
         finally:
             self._close_log()
             shutil.rmtree(self.scratch, ignore_errors=True)
@@ -120,7 +144,7 @@ class GuestVM:
 
     # -- evidence --------------------------------------------------------------------------------
     def console_tail(self, lines: int = CONSOLE_TAIL_LINES) -> str:
-        return "\n".join("".join(self._recent).splitlines()[-lines:])
+        return tail("".join(self._recent), lines)  # the serial console ends lines with \r\r\n
 
     # -- internals -------------------------------------------------------------------------------
     def _require_child(self) -> pexpect.spawn:
