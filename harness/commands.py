@@ -7,6 +7,7 @@ import shlex
 import shutil
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,7 +16,7 @@ from harness.paths import REPO_ROOT
 
 if TYPE_CHECKING:
     from harness.kernels.image import KernelImage
-    from harness.run import CellRequest, HostFacts
+    from harness.run import CellRequest, CellResult, HostFacts
     from harness.topology import Topology
 
 
@@ -115,6 +116,7 @@ def run_command(args: argparse.Namespace) -> int:
             _print_dry_run(req, topo, kernel, facts)
             continue
         result = run_cell(req, topo, kernel, facts, REPO_ROOT / "runs", _progress, modules.out_dir)
+        result = _rerun_if_qemu_aborted(result, req, topo, kernel, facts, modules.out_dir)
         print_cell(result, print)
         results.append(result)
     if args.dry_run:
@@ -122,6 +124,32 @@ def run_command(args: argparse.Namespace) -> int:
     if len(results) > 1:
         print(matrix_table([(r.meta, r.records, r.verdict) for r in results]))
     return max(exit_code(r.verdict) for r in results)
+
+
+def _rerun_if_qemu_aborted(
+    result: CellResult,
+    req: CellRequest,
+    topo: Topology,
+    kernel: KernelImage,
+    facts: HostFacts,
+    modules_dir: Path | None,
+) -> CellResult:
+    """QEMU's TCG has rare internal asserts (not the kernel's fault): rerun such a cell once, keeping
+    the first attempt's directory next to it and saying so in the second attempt's report."""
+    from harness.results.model import Verdict
+    from harness.run import qemu_abort_line, run_cell
+
+    if result.verdict is not Verdict.INFRA_ERROR:
+        return result
+    console = result.run_dir / "console.log"
+    line = qemu_abort_line(console.read_text(errors="replace")) if console.exists() else None
+    if line is None:
+        return result
+    kept = result.run_dir.with_name(result.run_dir.name + "-qemu-abort")
+    result.run_dir.rename(kept)
+    _progress(f"QEMU itself aborted ({line}); rerunning the cell once, first attempt kept in {kept}")
+    again = replace(req, out=result.run_dir, earlier_attempt=f"first attempt: QEMU aborted: {line} ({kept})")
+    return run_cell(again, topo, kernel, facts, REPO_ROOT / "runs", _progress, modules_dir)
 
 
 def _print_dry_run(req: CellRequest, topo: Topology, kernel: KernelImage, facts: HostFacts) -> None:

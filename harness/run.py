@@ -68,6 +68,8 @@ class CellRequest:
     idle_timeout: float
     out: Path | None = None
     invocation: tuple[str, ...] = ()
+    # Said in the report when this cell is a rerun (why, and where the earlier attempt is kept).
+    earlier_attempt: str | None = None
 
 
 @dataclass
@@ -242,6 +244,17 @@ def _observe(event: Event, seen: _Watch, t0: float, progress: Progress) -> None:
         seen.milestones.append(event.kind)
 
 
+# QEMU's own assert()/abort() message, e.g. "qemu-system-x86_64: system/physmem.c:2678: iotlb_to_section:
+# Assertion `section_index < d->map.sections_nb' failed." (TCG, seen during a VFIO bus reset).
+_QEMU_ABORT = re.compile(r"^qemu-system-\S+: .*(?:Assertion .* failed|Aborted)", re.MULTILINE)
+
+
+def qemu_abort_line(console: str) -> str | None:
+    """Pure: QEMU's own abort message on the console, if QEMU (not the guest) died."""
+    match = _QEMU_ABORT.search(console)
+    return match.group(0).strip() if match else None
+
+
 def guest_end_of(seen: _Watch, exit_status: int | None) -> GuestEnd:
     """Pure: how the guest ended, from what the console showed."""
     if seen.hang is not None or (seen.done is not None and seen.done.get("status") == "hung"):
@@ -327,6 +340,8 @@ def run_cell(
     evidence: list[Evidence] = list(seen.problems)
     if seen.hang is not None or end in (GuestEnd.HUNG, GuestEnd.BOOT_FAILURE, GuestEnd.INFRA_ERROR):
         evidence.append(f"{seen.hang or end.value}; console tail:\n{vm.console_tail()}")
+    if req.earlier_attempt:
+        evidence.append(req.earlier_attempt)
     if not records and req.select and end is GuestEnd.DONE:
         evidence.append(f"the selection -k {req.select!r} matched no test")
     if truncated:
