@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import BuildError
-from harness.kernels import cache, kconfig, series, source
+from harness.kernels import cache, kconfig, source
 from harness.kernels import key as keys
+from harness.kernels import series as patch_series
 from harness.kernels.debsrc import SourceTree
 from harness.kernels.kimage import KernelImage, Progress
 from harness.kernels.makelog import MakeProgress
@@ -275,7 +276,7 @@ def _prep_vng_modules(plan: BuildPlan) -> None:
 def build_kernel(
     tree: SourceTree,
     *,
-    series_path: Path | None = None,
+    series: Path | None = None,
     fragments: Sequence[str] = kconfig.DEFAULT_FRAGMENTS,
     progress: Progress,
     spec: str = "",
@@ -289,7 +290,7 @@ def build_kernel(
     """
     t_start = time.monotonic()
     spec = spec or f"tree:{tree.path}"
-    series_bytes, patches = series.read_series(series_path) if series_path is not None else (None, [])
+    series_bytes, patches = patch_series.read_series(series) if series is not None else (None, [])
     inputs = keys.BuildInputs(
         source_identity=tree.identity,
         series=series_bytes,
@@ -299,7 +300,7 @@ def build_kernel(
         make_vars=MAKE_VARS,
     )
     digest = keys.series_digest(series_bytes)
-    build_tree = source.patched_tree_for(tree, digest) if series_path is not None else tree
+    build_tree = source.patched_tree_for(tree, digest) if series is not None else tree
     # Patched trees are always ours, so their build directories live inside them.
     plan = plan_build(build_tree, inputs, in_tree=build_tree.owned)
     if (hit := finished(plan, spec)) is not None:
@@ -307,8 +308,8 @@ def build_kernel(
     with cache.locked(f"build-{plan.key[:16]}", progress=progress):
         if (hit := finished(plan, spec)) is not None:
             return hit
-        if series_path is not None:
-            source.patched_tree(tree, series_path, patches, digest, progress)
+        if series is not None:
+            source.patched_tree(tree, series, patches, digest, progress)
         return _build_locked(
             plan, tree, build_tree, digest, progress, spec=spec, jobs=jobs, nice=nice, t_start=t_start
         )

@@ -89,7 +89,7 @@ def resolve_kernel(
             tree = source.local_tree(parsed.path)
         kimg = build_kernel(
             tree,
-            series_path=parsed.patch_series,
+            series=parsed.patch_series,
             fragments=kconfig.fragment_names(parsed.fragments),
             progress=progress,
             spec=spec,
