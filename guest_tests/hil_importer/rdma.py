@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from types import TracebackType
 
 from hil_importer import abi
 from hil_importer.pci import PciFunction
 from hil_importer.sg import (
     DEFAULT_CAPACITY,
     DmaList,
-    Version,
+    ModuleNode,
     call,
     full_list,
-    open_node,
-    read_version,
     sg_request,
 )
 
@@ -31,25 +27,11 @@ class RdmaStatus:
     nents: int
 
 
-class RdmaImporter:
+class RdmaImporter(ModuleNode):
     """One open /dev/hil_rdma; closing it releases every umem registered through it."""
 
     def __init__(self, node: str = RDMA_NODE) -> None:
-        self.fd = open_node(node)
-        self.version: Version = read_version(self.fd)
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            fd, self.fd = self.fd, -1
-            os.close(fd)
-
-    def __enter__(self) -> RdmaImporter:
-        return self
-
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
+        super().__init__(node)
 
     def register(
         self,

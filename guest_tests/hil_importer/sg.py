@@ -6,6 +6,8 @@ import ctypes
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
 
 from hil_vfio.device import ioctl
 
@@ -84,3 +86,25 @@ def full_list(
 
 def open_node(path: str) -> int:
     return os.open(path, os.O_RDWR | os.O_CLOEXEC)
+
+
+class ModuleNode:
+    """One open device node of a test module, ABI version checked; closing it makes the module
+    release everything made through it (the modules clean up per open file)."""
+
+    def __init__(self, node: str) -> None:
+        self.fd = open_node(node)
+        self.version: Version = read_version(self.fd)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            os.close(fd)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
