@@ -30,7 +30,15 @@ from harness.hostcheck import RunByteChecks, seed_commands
 from harness.kernels.image import KernelImage
 from harness.paths import GUEST_TESTS_DIR, KERNELS_DIR, REPO_ROOT
 from harness.results.known_issues import apply_known_issues, load_known_issues
-from harness.results.model import GuestEnd, RunMeta, TestRecord, Verdict, load_records, verdict
+from harness.results.model import (
+    GuestEnd,
+    RunMeta,
+    TestRecord,
+    Verdict,
+    interrupted_record,
+    load_records,
+    verdict,
+)
 from harness.results.report import summary_table
 from harness.results.write import Evidence, write_junit, write_reproduce, write_results_json
 from harness.topology import Layout, Topology, backing_files, kernel_cmdline, lay_out, qemu_topology_args
@@ -222,6 +230,7 @@ class _Watch:
     milestones: list[str] = field(default_factory=list)
     hang: str | None = None
     boot_s: float | None = None
+    running: str | None = None  # announced by a begin frame, not yet finished
 
 
 def _observe(event: Event, seen: _Watch, t0: float, progress: Progress) -> None:
@@ -230,8 +239,12 @@ def _observe(event: Event, seen: _Watch, t0: float, progress: Progress) -> None:
             seen.started = True
             seen.boot_s = time.monotonic() - t0
             progress(f"guest up after {seen.boot_s:.1f} s (kernel {event.payload.get('kernel', '?')})")
+        elif event.kind == "begin":
+            seen.running = str(event.payload.get("name", "?"))
         elif event.kind == "test":
             p = event.payload
+            if p.get("name") == seen.running:
+                seen.running = None
             progress(
                 f"  {p.get('outcome', '?'):8} {p.get('name', '?')} ({float(str(p.get('duration', 0))):.2f} s)"
             )
@@ -268,6 +281,40 @@ def guest_end_of(seen: _Watch, exit_status: int | None) -> GuestEnd:
     if seen.done is None:
         return GuestEnd.INFRA_ERROR
     return GuestEnd.DONE
+
+
+def _first_cause(seen: _Watch, end: GuestEnd) -> str:
+    """Pure: one line saying why the guest went away, for the interrupted test's message."""
+    if seen.problems:
+        return f"kernel {seen.problems[0].kind}: {seen.problems[0].first_line.strip()}"
+    if seen.hang is not None:
+        return seen.hang.splitlines()[0] if seen.hang else "no progress before the deadline"
+    if seen.done is not None and seen.done.get("status") == "hung":
+        return f"in-guest watchdog: no test end within {seen.done.get('deadline_s', '?')} s"
+    return end.value
+
+
+def _final_records(
+    results_path: Path,
+    byte_checks: RunByteChecks,
+    kernel: KernelImage,
+    topo: Topology,
+    seen: _Watch,
+    end: GuestEnd,
+    progress: Progress,
+) -> tuple[list[TestRecord], str | None]:
+    """The guest's records, judged by the host's byte checks and the known issues, plus the record of
+    a test the guest died in (never excused by a known issue: a crash is not the failure it describes)."""
+    records, truncated = load_records(results_path)
+    records = byte_checks.apply(records)
+    records = apply_known_issues(
+        records, load_known_issues(KERNELS_DIR / "known-issues.yaml"), kernel.version, topo.name
+    )
+    lost = interrupted_record(seen.running, records, end, _first_cause(seen, end))
+    if lost is not None:
+        progress(f"  {lost.outcome:8} {lost.name} ({lost.message})")
+        records = [*records, lost]
+    return records, truncated
 
 
 def run_cell(
@@ -331,12 +378,10 @@ def run_cell(
         vm.shutdown(before_cleanup=byte_checks.observe_now)  # host checks read the backing files
     vm_s = time.monotonic() - t0
 
-    records, truncated = load_records(Path(plan.results_path))
-    records = byte_checks.apply(records)
-    records = apply_known_issues(
-        records, load_known_issues(KERNELS_DIR / "known-issues.yaml"), kernel.version, topo.name
-    )
     end = guest_end_of(seen, vm.exit_status)
+    records, truncated = _final_records(
+        Path(plan.results_path), byte_checks, kernel, topo, seen, end, progress
+    )
     evidence: list[Evidence] = list(seen.problems)
     if seen.hang is not None or end in (GuestEnd.HUNG, GuestEnd.BOOT_FAILURE, GuestEnd.INFRA_ERROR):
         evidence.append(f"{seen.hang or end.value}; console tail:\n{vm.console_tail()}")

@@ -156,8 +156,10 @@ def test_console_frames_follow_the_records(pytester: pytest.Pytester, guest_env:
     result = _run(pytester)
     frames = [e for e in scan(result.stdout.str(), TOKEN) if isinstance(e, Marker)]
     records = [json.loads(line) for line in guest_env.read_text().splitlines()]
-    assert [f.kind for f in frames] == ["test"] * len(records)
-    assert [{k: f.payload[k] for k in ("name", "outcome")} for f in frames] == [
+    # Each test is announced (begin) before its record's frame (test), in run order.
+    assert [f.kind for f in frames] == ["begin", "test"] * len(records)
+    assert [f.payload["name"] for f in frames[::2]] == [r["name"] for r in records]
+    assert [{k: f.payload[k] for k in ("name", "outcome")} for f in frames[1::2]] == [
         {"name": r["name"], "outcome": r["outcome"]} for r in records
     ]
 

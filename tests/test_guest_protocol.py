@@ -20,7 +20,7 @@ def test_exact_text() -> None:
 
 
 def test_kinds_are_those_the_host_accepts() -> None:
-    kinds: tuple[MarkerKind, ...] = ("start", "test", "done")
+    kinds: tuple[MarkerKind, ...] = ("start", "begin", "test", "done")
     assert kinds == KINDS
 
 

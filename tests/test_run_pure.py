@@ -1,6 +1,9 @@
 from __future__ import annotations
 
-from harness.run import qemu_abort_line
+from harness.console.events import scan
+from harness.guest.protocol import encode_frame
+from harness.results.model import GuestEnd, TestRecord, interrupted_record
+from harness.run import _first_cause, _observe, _Watch, guest_end_of, qemu_abort_line
 
 ABORT = (
     "[   43.782058] vfio-pci 0000:03:00.0: resetting\n"
@@ -17,3 +20,64 @@ def test_qemu_abort_is_recognised_from_the_recorded_console() -> None:
 def test_guest_text_mentioning_assertions_is_not_a_qemu_abort() -> None:
     assert qemu_abort_line("[ 1.0] test: Assertion `x' failed.\nKernel panic - not syncing\n") is None
     assert qemu_abort_line("") is None
+
+
+def _watch(console: str) -> _Watch:
+    seen = _Watch()
+    for event in scan(console, "ab12"):
+        _observe(event, seen, 0.0, lambda _line: None)
+    return seen
+
+
+def _frame(kind: str, **payload: object) -> str:
+    return encode_frame("ab12", kind, payload)
+
+
+FIRST_DONE = (
+    _frame("start", kernel="7.2.13-hil")
+    + _frame("begin", name="t.py::first")
+    + _frame("test", name="t.py::first", outcome="passed", duration=0.1)
+)
+FIRST_RECORD = TestRecord("t.py::first", "passed", 0.1)
+
+
+def test_a_test_the_kernel_died_in_gets_a_record_naming_the_panic() -> None:
+    console = (
+        FIRST_DONE
+        + _frame("begin", name="t.py::crash_demo")
+        + "[   30.100000] sysrq: Trigger a crash\n"
+        + "[   30.100100] Kernel panic - not syncing: sysrq triggered crash\n"
+    )
+    seen = _watch(console)
+    end = guest_end_of(seen, None)
+    assert end is GuestEnd.CRASHED
+    lost = interrupted_record(seen.running, [FIRST_RECORD], end, _first_cause(seen, end))
+    assert lost is not None
+    assert (lost.name, lost.outcome) == ("t.py::crash_demo", "error")
+    assert lost.message == (
+        "the guest crashed while this test ran: "
+        "kernel panic: Kernel panic - not syncing: sysrq triggered crash"
+    )
+
+
+def test_the_watchdogs_hung_report_names_the_blocked_test() -> None:
+    console = (
+        FIRST_DONE
+        + _frame("begin", name="t.py::hang_demo")
+        + _frame("done", status="hung", deadline_s=25, elapsed=25.2)
+    )
+    seen = _watch(console)
+    end = guest_end_of(seen, None)
+    lost = interrupted_record(seen.running, [FIRST_RECORD], end, _first_cause(seen, end))
+    assert lost is not None and lost.name == "t.py::hang_demo"
+    assert lost.message == "the guest hung while this test ran: in-guest watchdog: no test end within 25 s"
+
+
+def test_no_invented_record_when_every_announced_test_finished() -> None:
+    seen = _watch(FIRST_DONE + "[   31.000000] Kernel panic - not syncing: after the tests\n")
+    end = guest_end_of(seen, None)
+    assert end is GuestEnd.CRASHED and seen.running is None
+    assert interrupted_record(seen.running, [FIRST_RECORD], end, "x") is None
+    # A record that reached the disk while its frame was lost is not duplicated either.
+    assert interrupted_record("t.py::first", [FIRST_RECORD], end, "x") is None
+    assert interrupted_record("t.py::first", [], GuestEnd.DONE, "x") is None

@@ -8,7 +8,7 @@ starts, so a guest that crashes or is powered off later loses nothing that finis
 `duration` is setup + call + teardown in seconds; `message` is the short failure/skip/xfail reason;
 `details` is the dict the test filled through the `hil_details` fixture. A module that fails to import
 gets an "error" record named after the module. Progress also goes to the console as a framed
-`test` line per record (protocol.py).
+`begin` line when a test starts and a `test` line per record (protocol.py).
 
 The plan comes from $HIL_PLAN. Frames go to the inherited fd $HIL_CONSOLE_FD (set by entry.py), else to
 a copy of fd 1 taken at import, before pytest's fd capture replaces fd 1.
@@ -82,6 +82,10 @@ class ResultsWriter:
         return self._pending.setdefault(nodeid, _Pending()).details
 
     # --- hooks --------------------------------------------------------------------------------
+
+    def pytest_runtest_logstart(self, nodeid: str, location: tuple[str, int | None, str]) -> None:
+        # The only trace of a test that takes the kernel down with it: its record is never written.
+        self._console("begin", {"name": nodeid})
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         state = self._pending.setdefault(report.nodeid, _Pending())

@@ -86,6 +86,25 @@ def verdict(records: Sequence[TestRecord], guest_end: GuestEnd, *, selected: boo
     return Verdict.PASSED
 
 
+def interrupted_record(
+    running: str | None, records: Sequence[TestRecord], guest_end: GuestEnd, cause: str
+) -> TestRecord | None:
+    """The record of the test the guest was running when it died, which the guest never wrote.
+
+    `running` is the last test the console announced (a `begin` frame) and `cause` the first line of
+    the evidence (the panic, the hang). Outcome "error": the test did not fail an assertion, the
+    machine under it went away, and the run's verdict (crashed, hung) already says which.
+    """
+    if guest_end is GuestEnd.DONE or running is None or any(r.name == running for r in records):
+        return None
+    return TestRecord(
+        name=running,
+        outcome="error",
+        message=f"the guest {guest_end.value} while this test ran: {cause}"[:2000],
+        details={"interrupted_by": guest_end.value},
+    )
+
+
 def exit_code(v: Verdict) -> int:
     return _EXIT_CODES[v]
 
