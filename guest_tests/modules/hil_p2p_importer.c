@@ -19,19 +19,9 @@
 
 #include <linux/dma-buf.h>
 #include <linux/dma-resv.h>
-#include <linux/fs.h>
-#include <linux/miscdevice.h>
-#include <linux/module.h>
-#include <linux/mutex.h>
-#include <linux/xarray.h>
 
-#include "hil_common.h"
+#include "hil_chardev.h"
 #include "hil_edu.h"
-
-struct hil_file {
-	struct mutex lock;		/* serializes ioctls and release */
-	struct xarray attachments;	/* handle -> struct hil_attachment */
-};
 
 struct hil_attachment {
 	struct dma_buf *dmabuf;
@@ -154,14 +144,14 @@ static long hil_attach(struct hil_file *f, struct hil_p2p_attach __user *uarg)
 		goto err;
 	}
 
-	ret = xa_alloc(&f->attachments, &handle, a, xa_limit_31b, GFP_KERNEL);
+	ret = hil_file_store(f, a, &handle);
 	if (ret)
 		goto err;
 
 	req.handle = handle;
 	req.dma_mask = dma_get_mask(&a->pdev->dev);
 	if (copy_to_user(uarg, &req, sizeof(req))) {
-		xa_erase(&f->attachments, handle);
+		hil_file_take(f, handle);
 		ret = -EFAULT;
 		goto err;
 	}
@@ -174,7 +164,7 @@ err:
 
 static struct hil_attachment *hil_lookup(struct hil_file *f, u32 handle)
 {
-	return xa_load(&f->attachments, handle);
+	return hil_file_lookup(f, handle);
 }
 
 static long hil_map(struct hil_file *f, struct hil_sg_request __user *uarg)
@@ -287,7 +277,7 @@ static long hil_detach(struct hil_file *f, struct hil_handle __user *uarg)
 
 	if (copy_from_user(&req, uarg, sizeof(req)))
 		return -EFAULT;
-	a = xa_erase(&f->attachments, req.handle);
+	a = hil_file_take(f, req.handle);
 	if (!a)
 		return -ENOENT;
 	hil_release_one(a);
@@ -315,107 +305,35 @@ static long hil_status(struct hil_file *f, struct hil_p2p_status __user *uarg)
 	return copy_to_user(uarg, &req, sizeof(req)) ? -EFAULT : 0;
 }
 
-static long hil_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
+static long hil_dispatch(struct hil_file *f, unsigned int cmd,
+			 void __user *uarg)
 {
-	struct hil_file *f = file->private_data;
-	void __user *uarg = (void __user *)arg;
-	long ret;
-
-	mutex_lock(&f->lock);
 	switch (cmd) {
-	case HIL_IOC_VERSION:
-		ret = hil_get_version(uarg);
-		break;
 	case HIL_P2P_IOC_ATTACH:
-		ret = hil_attach(f, uarg);
-		break;
+		return hil_attach(f, uarg);
 	case HIL_P2P_IOC_MAP:
-		ret = hil_map(f, uarg);
-		break;
+		return hil_map(f, uarg);
 	case HIL_P2P_IOC_SG:
-		ret = hil_sg(f, uarg);
-		break;
+		return hil_sg(f, uarg);
 	case HIL_P2P_IOC_UNMAP:
-		ret = hil_unmap(f, uarg);
-		break;
+		return hil_unmap(f, uarg);
 	case HIL_P2P_IOC_DETACH:
-		ret = hil_detach(f, uarg);
-		break;
+		return hil_detach(f, uarg);
 	case HIL_P2P_IOC_STATUS:
-		ret = hil_status(f, uarg);
-		break;
+		return hil_status(f, uarg);
 	case HIL_P2P_IOC_EDU_DMA:
-		ret = hil_edu_dma(uarg);
-		break;
+		return hil_edu_dma(uarg);
 	default:
-		ret = -ENOTTY;
+		return -ENOTTY;
 	}
-	mutex_unlock(&f->lock);
-	return ret;
 }
 
-static int hil_open(struct inode *inode, struct file *file)
+static void hil_free_object(void *obj)
 {
-	struct hil_file *f = kzalloc(sizeof(*f), GFP_KERNEL);
-
-	if (!f)
-		return -ENOMEM;
-	mutex_init(&f->lock);
-	xa_init_flags(&f->attachments, XA_FLAGS_ALLOC1);
-	file->private_data = f;
-	return 0;
+	hil_release_one(obj);
 }
 
-static int hil_release(struct inode *inode, struct file *file)
-{
-	struct hil_file *f = file->private_data;
-	struct hil_attachment *a;
-	unsigned long handle;
-
-	mutex_lock(&f->lock);
-	xa_for_each(&f->attachments, handle, a) {
-		xa_erase(&f->attachments, handle);
-		hil_release_one(a);
-	}
-	mutex_unlock(&f->lock);
-	xa_destroy(&f->attachments);
-	mutex_destroy(&f->lock);
-	kfree(f);
-	return 0;
-}
-
-static const struct file_operations hil_fops = {
-	.owner = THIS_MODULE,
-	.open = hil_open,
-	.release = hil_release,
-	.unlocked_ioctl = hil_ioctl,
-	.compat_ioctl = compat_ptr_ioctl,
-};
-
-static struct miscdevice hil_misc = {
-	.minor = MISC_DYNAMIC_MINOR,
-	.name = "hil_p2p",
-	.fops = &hil_fops,
-	.mode = 0600,
-};
-
-static int __init hil_init(void)
-{
-	int ret = misc_register(&hil_misc);
-
-	if (!ret)
-		pr_info("abi %d, features 0x%x\n", HIL_IMPORTER_ABI_VERSION,
-			hil_features());
-	return ret;
-}
-
-static void __exit hil_exit(void)
-{
-	misc_deregister(&hil_misc);
-}
-
-module_init(hil_init);
-module_exit(hil_exit);
+HIL_MISC_MODULE("hil_p2p");
 
 MODULE_DESCRIPTION("p2p-hil test dma-buf importer");
 MODULE_LICENSE("GPL");

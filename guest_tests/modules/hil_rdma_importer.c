@@ -18,20 +18,10 @@
 
 #include <linux/dma-buf.h>
 #include <linux/dma-resv.h>
-#include <linux/fs.h>
-#include <linux/miscdevice.h>
-#include <linux/module.h>
-#include <linux/mutex.h>
-#include <linux/xarray.h>
 #include <rdma/ib_umem.h>
 #include <rdma/ib_verbs.h>
 
-#include "hil_common.h"
-
-struct hil_rdma_file {
-	struct mutex lock;		/* serializes ioctls and release */
-	struct xarray mrs;		/* handle -> struct hil_mr */
-};
+#include "hil_chardev.h"
 
 struct hil_mr {
 	struct ib_device *ibdev;	/* the stand-in; see the top comment */
@@ -141,7 +131,7 @@ static struct ib_umem_dmabuf *hil_umem_get(struct hil_mr *mr,
 	return ERR_PTR(-EINVAL);
 }
 
-static long hil_rdma_reg(struct hil_rdma_file *f,
+static long hil_rdma_reg(struct hil_file *f,
 			 struct hil_rdma_reg __user *uarg)
 {
 	struct hil_rdma_reg req;
@@ -180,12 +170,12 @@ static long hil_rdma_reg(struct hil_rdma_file *f,
 		goto err;
 	}
 
-	ret = xa_alloc(&f->mrs, &handle, mr, xa_limit_31b, GFP_KERNEL);
+	ret = hil_file_store(f, mr, &handle);
 	if (ret)
 		goto err;
 	req.handle = handle;
 	if (copy_to_user(uarg, &req, sizeof(req))) {
-		xa_erase(&f->mrs, handle);
+		hil_file_take(f, handle);
 		ret = -EFAULT;
 		goto err;
 	}
@@ -196,7 +186,7 @@ err:
 	return ret;
 }
 
-static long hil_rdma_sg(struct hil_rdma_file *f,
+static long hil_rdma_sg(struct hil_file *f,
 			struct hil_sg_request __user *uarg)
 {
 	struct hil_sg_snapshot snap;
@@ -209,7 +199,7 @@ static long hil_rdma_sg(struct hil_rdma_file *f,
 		return -EFAULT;
 	if (req.pad)
 		return -EINVAL;
-	mr = xa_load(&f->mrs, req.handle);
+	mr = hil_file_lookup(f, req.handle);
 	if (!mr)
 		return -ENOENT;
 	ret = hil_sg_snapshot_alloc(&snap, req.capacity);
@@ -237,7 +227,7 @@ static long hil_rdma_sg(struct hil_rdma_file *f,
 	return hil_sg_snapshot_put(&snap, &req, uarg);
 }
 
-static long hil_rdma_dereg(struct hil_rdma_file *f,
+static long hil_rdma_dereg(struct hil_file *f,
 			   struct hil_handle __user *uarg)
 {
 	struct hil_handle req;
@@ -245,14 +235,14 @@ static long hil_rdma_dereg(struct hil_rdma_file *f,
 
 	if (copy_from_user(&req, uarg, sizeof(req)))
 		return -EFAULT;
-	mr = xa_erase(&f->mrs, req.handle);
+	mr = hil_file_take(f, req.handle);
 	if (!mr)
 		return -ENOENT;
 	hil_mr_free(mr);
 	return 0;
 }
 
-static long hil_rdma_status(struct hil_rdma_file *f,
+static long hil_rdma_status(struct hil_file *f,
 			    struct hil_rdma_status __user *uarg)
 {
 	struct hil_rdma_status req;
@@ -260,7 +250,7 @@ static long hil_rdma_status(struct hil_rdma_file *f,
 
 	if (copy_from_user(&req, uarg, sizeof(req)))
 		return -EFAULT;
-	mr = xa_load(&f->mrs, req.handle);
+	mr = hil_file_lookup(f, req.handle);
 	if (!mr)
 		return -ENOENT;
 	dma_resv_lock(hil_mr_resv(mr), NULL);
@@ -273,99 +263,29 @@ static long hil_rdma_status(struct hil_rdma_file *f,
 	return copy_to_user(uarg, &req, sizeof(req)) ? -EFAULT : 0;
 }
 
-static long hil_rdma_ioctl(struct file *file, unsigned int cmd,
-			   unsigned long arg)
+static long hil_dispatch(struct hil_file *f, unsigned int cmd,
+			 void __user *uarg)
 {
-	struct hil_rdma_file *f = file->private_data;
-	void __user *uarg = (void __user *)arg;
-	long ret;
-
-	mutex_lock(&f->lock);
 	switch (cmd) {
-	case HIL_IOC_VERSION:
-		ret = hil_get_version(uarg);
-		break;
 	case HIL_RDMA_IOC_REG:
-		ret = hil_rdma_reg(f, uarg);
-		break;
+		return hil_rdma_reg(f, uarg);
 	case HIL_RDMA_IOC_SG:
-		ret = hil_rdma_sg(f, uarg);
-		break;
+		return hil_rdma_sg(f, uarg);
 	case HIL_RDMA_IOC_DEREG:
-		ret = hil_rdma_dereg(f, uarg);
-		break;
+		return hil_rdma_dereg(f, uarg);
 	case HIL_RDMA_IOC_STATUS:
-		ret = hil_rdma_status(f, uarg);
-		break;
+		return hil_rdma_status(f, uarg);
 	default:
-		ret = -ENOTTY;
+		return -ENOTTY;
 	}
-	mutex_unlock(&f->lock);
-	return ret;
 }
 
-static int hil_rdma_open(struct inode *inode, struct file *file)
+static void hil_free_object(void *obj)
 {
-	struct hil_rdma_file *f = kzalloc(sizeof(*f), GFP_KERNEL);
-
-	if (!f)
-		return -ENOMEM;
-	mutex_init(&f->lock);
-	xa_init_flags(&f->mrs, XA_FLAGS_ALLOC1);
-	file->private_data = f;
-	return 0;
+	hil_mr_free(obj);
 }
 
-static int hil_rdma_release(struct inode *inode, struct file *file)
-{
-	struct hil_rdma_file *f = file->private_data;
-	unsigned long handle;
-	struct hil_mr *mr;
-
-	mutex_lock(&f->lock);
-	xa_for_each(&f->mrs, handle, mr) {
-		xa_erase(&f->mrs, handle);
-		hil_mr_free(mr);
-	}
-	mutex_unlock(&f->lock);
-	xa_destroy(&f->mrs);
-	mutex_destroy(&f->lock);
-	kfree(f);
-	return 0;
-}
-
-static const struct file_operations hil_rdma_fops = {
-	.owner = THIS_MODULE,
-	.open = hil_rdma_open,
-	.release = hil_rdma_release,
-	.unlocked_ioctl = hil_rdma_ioctl,
-	.compat_ioctl = compat_ptr_ioctl,
-};
-
-static struct miscdevice hil_rdma_misc = {
-	.minor = MISC_DYNAMIC_MINOR,
-	.name = "hil_rdma",
-	.fops = &hil_rdma_fops,
-	.mode = 0600,
-};
-
-static int __init hil_rdma_init(void)
-{
-	int ret = misc_register(&hil_rdma_misc);
-
-	if (!ret)
-		pr_info("abi %d, features 0x%x\n", HIL_IMPORTER_ABI_VERSION,
-			hil_features());
-	return ret;
-}
-
-static void __exit hil_rdma_exit(void)
-{
-	misc_deregister(&hil_rdma_misc);
-}
-
-module_init(hil_rdma_init);
-module_exit(hil_rdma_exit);
+HIL_MISC_MODULE("hil_rdma");
 
 MODULE_DESCRIPTION("p2p-hil test RDMA umem dma-buf importer");
 MODULE_LICENSE("GPL");
