@@ -8,42 +8,22 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-
-from harness.paths import REPO_ROOT
+from test_e2e_vm import hil, qemu_processes_with
 
 pytestmark = [pytest.mark.vm, pytest.mark.build]
 
 KERNEL = os.environ.get("HIL_TEST_KERNEL", "src:debian-7.2")
 
 
-def _qemu_with(fragment: str) -> list[str]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if "qemu-system" in cmdline and fragment in cmdline:
-                found.append(f"{entry.name}: {cmdline[:200]}")
-    return found
-
-
 def test_hang_demo_is_reported_hung_with_the_blocked_stack(tmp_path: Path) -> None:
     out = tmp_path / "cell"
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
     started = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-m", "harness", "run", "--topology", "switch-p2p", "--kernel", KERNEL,
-         "-k", "hang_demo", "--timeout", "60", "--out", str(out)],
-        cwd=REPO_ROOT, env=env, text=True, capture_output=True, timeout=300, check=False,
-    )  # fmt: skip
+    proc = hil("run", "--topology", "switch-p2p", "--kernel", KERNEL, "-k", "hang_demo", "--timeout", "60",
+               "--out", str(out), timeout=300)  # fmt: skip
     wall = time.monotonic() - started
     results = json.loads((out / "results.json").read_text())
     records = results["records"]
@@ -53,5 +33,8 @@ def test_hang_demo_is_reported_hung_with_the_blocked_stack(tmp_path: Path) -> No
     assert results["verdict"] == "hung"
     blocked = [e for e in results["evidence"] if e["kind"] == "blocked_tasks"]
     assert any("vfio_pci_dma_buf_move" in e["excerpt"] for e in blocked), results["evidence"]
+    # The test the guest hung in has a record naming it (the guest itself never wrote one).
+    [hung] = [r for r in records if r["name"].endswith("::test_hang_demo")]
+    assert hung["outcome"] == "error" and "hung while this test ran" in hung["message"], hung
     assert wall < 120, f"the hang took {wall:.0f} s to report with --timeout 60"
-    assert not _qemu_with(str(out)), "QEMU outlived the run"
+    assert not qemu_processes_with(str(out)), "QEMU outlived the run"

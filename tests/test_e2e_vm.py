@@ -108,6 +108,12 @@ def test_a_crashing_guest_is_reported_as_crashed_with_the_excerpt(tmp_path: Path
     results = json.loads((out / "results.json").read_text())
     assert results["verdict"] == "crashed"
     assert any("Kernel panic" in json.dumps(e) for e in results["evidence"]), results["evidence"]
+    # The panic took the test with it; the host's record names the test and the panic.
+    [lost] = [r for r in results["records"] if "crash_demo" in r["name"]]
+    assert lost["outcome"] == "error", lost
+    assert lost["message"].startswith("the guest crashed while this test ran: kernel panic: Kernel panic"), (
+        lost
+    )
     assert not qemu_processes_with(str(out))
 
 
