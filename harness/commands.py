@@ -54,10 +54,21 @@ def topology_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _series(args: argparse.Namespace) -> Path | None:
+    """--series as an absolute path (git am runs in the kernel tree, not here), checked before any work."""
+    given = getattr(args, "series", None)
+    if not given:
+        return None
+    path = Path(given).expanduser().resolve()
+    if not path.is_file():
+        raise ConfigError(f"no such file: {given}", "--series")
+    return path
+
+
 def kernel_command(args: argparse.Namespace) -> int:
     from harness.kernels.image import resolve_kernel
 
-    series = Path(args.series) if getattr(args, "series", None) else None
+    series = _series(args)
     if args.action == "fetch" and not args.spec.startswith("debian:"):
         raise ConfigError(f"'{args.spec}' is not a stock image; use `hil kernel build` for sources", "spec")
     t0 = time.monotonic()
@@ -96,7 +107,7 @@ def run_command(args: argparse.Namespace) -> int:
     topologies = [t.load_topology(name) for name in names]  # every file validated before any VM starts
     if args.out and len(topologies) > 1:
         raise ConfigError("--out names one directory; use it with a single topology", "--out")
-    series = Path(args.series) if args.series else None
+    series = _series(args)
     kernel = resolve_kernel(args.kernel, progress=_progress, series=series)
     facts = _host_facts(kernel.image, args.accel)
     modules = build_test_modules(kernel, default_out_dir(), _progress)
@@ -111,6 +122,7 @@ def run_command(args: argparse.Namespace) -> int:
             idle_timeout=args.idle_timeout,
             out=Path(args.out) if args.out else None,
             invocation=invocation,
+            series=series,
         )
         if args.dry_run:
             _print_dry_run(req, topo, kernel, facts)

@@ -78,6 +78,12 @@ class CellRequest:
     invocation: tuple[str, ...] = ()
     # Said in the report when this cell is a rerun (why, and where the earlier attempt is kept).
     earlier_attempt: str | None = None
+    series: Path | None = None  # absolute: reproduce.sh must find it from any directory
+
+    @property
+    def kernel_label(self) -> str:
+        """The kernel as reports name it: the spec, plus the patch series applied on top."""
+        return f"{self.kernel_spec}+{self.series.name}" if self.series else self.kernel_spec
 
 
 @dataclass
@@ -179,6 +185,8 @@ def make_vng_spec(
 
 def harness_command(req: CellRequest) -> list[str]:
     hil = ["./hil", "run", "--topology", req.topology, "--kernel", req.kernel_spec]
+    if req.series:
+        hil += ["--series", str(req.series)]
     if req.select:
         hil += ["-k", req.select]
     return [*hil, "--timeout", f"{req.timeout:g}"]
@@ -329,7 +337,7 @@ def run_cell(
     deadline = Deadline(req.timeout)
     layout = lay_out(topo)
     started_at = datetime.now(UTC)
-    run_dir = req.out or default_run_dir(runs_root, topo.name, req.kernel_spec, started_at.astimezone())
+    run_dir = req.out or default_run_dir(runs_root, topo.name, req.kernel_label, started_at.astimezone())
     _prepare_run_dir(run_dir)
     scratch = Path(tempfile.mkdtemp(prefix="p2p-hil-"))
     token = secrets.token_hex(8)
@@ -342,7 +350,7 @@ def run_cell(
         run_dir / "reproduce.sh",
         harness_command(req),
         raw_commands(layout, scratch, argv, run_dir),
-        header=[f"topology: {topo.name}", f"kernel: {req.kernel_spec} ({kernel.version})"],
+        header=[f"topology: {topo.name}", f"kernel: {req.kernel_label} ({kernel.version})"],
         cwd=str(REPO_ROOT),
     )
 
@@ -393,7 +401,7 @@ def run_cell(
         evidence.append(f"last results line was cut off (guest died while writing): {truncated!r}")
     meta = RunMeta(
         topology=topo.name,
-        kernel=req.kernel_spec,
+        kernel=req.kernel_label,
         kernel_version=kernel.version,
         qemu_version=facts.qemu_version,
         accelerator=facts.accel,

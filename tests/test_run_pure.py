@@ -1,9 +1,20 @@
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+
 from harness.console.events import scan
 from harness.guest.protocol import encode_frame
 from harness.results.model import GuestEnd, TestRecord, interrupted_record
-from harness.run import _first_cause, _observe, _Watch, guest_end_of, qemu_abort_line
+from harness.run import (
+    CellRequest,
+    _first_cause,
+    _observe,
+    _Watch,
+    guest_end_of,
+    harness_command,
+    qemu_abort_line,
+)
 
 ABORT = (
     "[   43.782058] vfio-pci 0000:03:00.0: resetting\n"
@@ -81,3 +92,20 @@ def test_no_invented_record_when_every_announced_test_finished() -> None:
     # A record that reached the disk while its frame was lost is not duplicated either.
     assert interrupted_record("t.py::first", [FIRST_RECORD], end, "x") is None
     assert interrupted_record("t.py::first", [], GuestEnd.DONE, "x") is None
+
+
+def test_a_patched_kernel_is_named_with_its_series_and_reproduced_with_it() -> None:
+    req = CellRequest(
+        topology="switch-p2p-amd",
+        kernel_spec="src:debian-7.2",
+        select="routing",
+        timeout=900,
+        idle_timeout=300,
+        series=Path("/work/kernels/series/fix.mbox"),
+    )
+    assert req.kernel_label == "src:debian-7.2+fix.mbox"
+    assert harness_command(req) == [
+        "./hil", "run", "--topology", "switch-p2p-amd", "--kernel", "src:debian-7.2",
+        "--series", "/work/kernels/series/fix.mbox", "-k", "routing", "--timeout", "900",
+    ]  # fmt: skip
+    assert replace(req, series=None).kernel_label == "src:debian-7.2"
