@@ -239,6 +239,7 @@ class _Watch:
     hang: str | None = None
     boot_s: float | None = None
     running: str | None = None  # announced by a begin frame, not yet finished
+    running_since: float = 0.0  # time.monotonic() of that begin frame
 
 
 def _observe(event: Event, seen: _Watch, t0: float, progress: Progress) -> None:
@@ -249,6 +250,7 @@ def _observe(event: Event, seen: _Watch, t0: float, progress: Progress) -> None:
             progress(f"guest up after {seen.boot_s:.1f} s (kernel {event.payload.get('kernel', '?')})")
         elif event.kind == "begin":
             seen.running = str(event.payload.get("name", "?"))
+            seen.running_since = time.monotonic()
         elif event.kind == "test":
             p = event.payload
             if p.get("name") == seen.running:
@@ -293,13 +295,20 @@ def guest_end_of(seen: _Watch, exit_status: int | None) -> GuestEnd:
 
 def _first_cause(seen: _Watch, end: GuestEnd) -> str:
     """Pure: one line saying why the guest went away, for the interrupted test's message."""
-    if seen.problems:
-        return f"kernel {seen.problems[0].kind}: {seen.problems[0].first_line.strip()}"
-    if seen.hang is not None:
-        return seen.hang.splitlines()[0] if seen.hang else "no progress before the deadline"
+    crashes = [p for p in seen.problems if p.kind != "blocked_tasks"]
+    if end is GuestEnd.CRASHED and crashes:
+        return f"kernel {crashes[0].kind}: {crashes[0].first_line.strip()}"
     if seen.done is not None and seen.done.get("status") == "hung":
-        return f"in-guest watchdog: no test end within {seen.done.get('deadline_s', '?')} s"
-    return end.value
+        limit = seen.done.get("deadline_s", "?")
+        cause = f"in-guest watchdog: the tests were not done within their {limit} s deadline"
+    elif seen.hang is not None:
+        cause = seen.hang.splitlines()[0] if seen.hang else "no progress before the deadline"
+    else:
+        cause = end.value
+    blocked = [p for p in seen.problems if p.kind == "blocked_tasks"]
+    if blocked:  # the watchdog's sysrq-w: the first blocked task, its stack is in the evidence
+        cause += f"; blocked: {' '.join(blocked[0].first_line.split()[:2])}"
+    return cause
 
 
 def _final_records(
@@ -318,7 +327,8 @@ def _final_records(
     records = apply_known_issues(
         records, load_known_issues(KERNELS_DIR / "known-issues.yaml"), kernel.version, topo.name
     )
-    lost = interrupted_record(seen.running, records, end, _first_cause(seen, end))
+    ran_for = time.monotonic() - seen.running_since
+    lost = interrupted_record(seen.running, records, end, _first_cause(seen, end), duration=ran_for)
     if lost is not None:
         progress(f"  {lost.outcome:8} {lost.name} ({lost.message})")
         records = [*records, lost]

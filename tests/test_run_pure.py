@@ -81,7 +81,10 @@ def test_the_watchdogs_hung_report_names_the_blocked_test() -> None:
     end = guest_end_of(seen, None)
     lost = interrupted_record(seen.running, [FIRST_RECORD], end, _first_cause(seen, end))
     assert lost is not None and lost.name == "t.py::hang_demo"
-    assert lost.message == "the guest hung while this test ran: in-guest watchdog: no test end within 25 s"
+    assert lost.message == (
+        "the guest hung while this test ran: "
+        "in-guest watchdog: the tests were not done within their 25 s deadline"
+    )
 
 
 def test_no_invented_record_when_every_announced_test_finished() -> None:
@@ -109,3 +112,20 @@ def test_a_patched_kernel_is_named_with_its_series_and_reproduced_with_it() -> N
         "--series", "/work/kernels/series/fix.mbox", "-k", "routing", "--timeout", "900",
     ]  # fmt: skip
     assert replace(req, series=None).kernel_label == "src:debian-7.2"
+
+
+def test_a_hang_names_the_watchdog_and_the_first_blocked_task() -> None:
+    console = (
+        FIRST_DONE
+        + _frame("begin", name="t.py::hang_demo")
+        + "[   30.662063] task:python          state:D stack:13160 pid:64    tgid:64    ppid:63\n"
+        + "[   30.662482] Call Trace:\n"
+        + "[   30.664490]  vfio_pci_dma_buf_move+0xa0/0x180\n"
+        + _frame("done", status="hung", deadline_s=25, elapsed=25.2)
+    )
+    seen = _watch(console)
+    end = guest_end_of(seen, None)
+    assert end is GuestEnd.HUNG
+    assert _first_cause(seen, end) == (
+        "in-guest watchdog: the tests were not done within their 25 s deadline; blocked: task:python state:D"
+    )

@@ -87,19 +87,26 @@ def verdict(records: Sequence[TestRecord], guest_end: GuestEnd, *, selected: boo
 
 
 def interrupted_record(
-    running: str | None, records: Sequence[TestRecord], guest_end: GuestEnd, cause: str
+    running: str | None,
+    records: Sequence[TestRecord],
+    guest_end: GuestEnd,
+    cause: str,
+    *,
+    duration: float = 0.0,
 ) -> TestRecord | None:
     """The record of the test the guest was running when it died, which the guest never wrote.
 
-    `running` is the last test the console announced (a `begin` frame) and `cause` the first line of
-    the evidence (the panic, the hang). Outcome "error": the test did not fail an assertion, the
-    machine under it went away, and the run's verdict (crashed, hung) already says which.
+    `running` is the last test the console announced (a `begin` frame), `cause` the first line of the
+    evidence (the panic, the hang) and `duration` the time from its start to the guest's end. Outcome
+    "error": the test did not fail an assertion, the machine under it went away, and the run's verdict
+    (crashed, hung) already says which.
     """
     if guest_end is GuestEnd.DONE or running is None or any(r.name == running for r in records):
         return None
     return TestRecord(
         name=running,
         outcome="error",
+        duration=round(max(0.0, duration), 2),
         message=f"the guest {guest_end.value} while this test ran: {cause}"[:2000],
         details={"interrupted_by": guest_end.value},
     )
