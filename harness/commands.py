@@ -101,6 +101,7 @@ def run_command(args: argparse.Namespace) -> int:
     from harness.modules import build_test_modules, default_out_dir
     from harness.results.model import exit_code
     from harness.results.report import matrix_table
+    from harness.results.routes import route_rows, routes_table
     from harness.run import CellRequest, print_cell, run_cell
 
     names = [topo.name for topo in t.list_topologies()] if args.topology == "all" else [args.topology]
@@ -135,6 +136,9 @@ def run_command(args: argparse.Namespace) -> int:
         return 0
     if len(results) > 1:
         print(matrix_table([(r.meta, r.records, r.verdict) for r in results]))
+    routes = routes_table([row for r in results for row in route_rows(r.meta, r.records)])
+    if routes:
+        print(routes)
     return max(exit_code(r.verdict) for r in results)
 
 
