@@ -33,8 +33,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--kernel",
-        default=DEFAULT_KERNEL,
-        help=f"debian:7.2, src:debian-7.2, tree:PATH or a bzImage path (default {DEFAULT_KERNEL})",
+        action="append",
+        help="debian:7.2, src:debian-7.2, tree:PATH or a bzImage path; repeat it for a topology x kernel "
+        f"matrix (default {DEFAULT_KERNEL})",
     )
     run.add_argument("--series", help="mbox patch series to apply (src: and tree: kernels)")
     run.add_argument("-k", dest="select", metavar="EXPR", help="pytest -k expression for the in-guest tests")
@@ -107,6 +108,8 @@ def dispatch(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "run" and not args.kernel:
+        args.kernel = [DEFAULT_KERNEL]  # not an argparse default: "append" would add to it
     try:
         return dispatch(args)
     except ConfigError as exc:

@@ -106,32 +106,35 @@ def run_command(args: argparse.Namespace) -> int:
 
     names = [topo.name for topo in t.list_topologies()] if args.topology == "all" else [args.topology]
     topologies = [t.load_topology(name) for name in names]  # every file validated before any VM starts
-    if args.out and len(topologies) > 1:
-        raise ConfigError("--out names one directory; use it with a single topology", "--out")
+    specs = list(dict.fromkeys(args.kernel))  # in the order given, each once
+    if args.out and len(topologies) * len(specs) > 1:
+        raise ConfigError("--out names one directory; use it with one topology and one kernel", "--out")
     series = _series(args)
-    kernel = resolve_kernel(args.kernel, progress=_progress, series=series)
-    facts = _host_facts(kernel.image, args.accel)
-    modules = build_test_modules(kernel, default_out_dir(), _progress)
+    # Every kernel is fetched or built before the first VM: a build that fails costs no VM time.
+    kernels = [resolve_kernel(spec, progress=_progress, series=series) for spec in specs]
     invocation = ("./hil", *sys.argv[1:])
     results = []
-    for topo in topologies:
-        req = CellRequest(
-            topology=topo.name if args.topology == "all" else args.topology,
-            kernel_spec=args.kernel,
-            select=args.select,
-            timeout=args.timeout,
-            idle_timeout=args.idle_timeout,
-            out=Path(args.out) if args.out else None,
-            invocation=invocation,
-            series=series,
-        )
-        if args.dry_run:
-            _print_dry_run(req, topo, kernel, facts)
-            continue
-        result = run_cell(req, topo, kernel, facts, REPO_ROOT / "runs", _progress, modules.out_dir)
-        result = _rerun_if_qemu_aborted(result, req, topo, kernel, facts, modules.out_dir)
-        print_cell(result, print)
-        results.append(result)
+    for spec, kernel in zip(specs, kernels, strict=True):
+        facts = _host_facts(kernel.image, args.accel)
+        modules = build_test_modules(kernel, default_out_dir(), _progress)
+        for topo in topologies:
+            req = CellRequest(
+                topology=topo.name if args.topology == "all" else args.topology,
+                kernel_spec=spec,
+                select=args.select,
+                timeout=args.timeout,
+                idle_timeout=args.idle_timeout,
+                out=Path(args.out) if args.out else None,
+                invocation=invocation,
+                series=series,
+            )
+            if args.dry_run:
+                _print_dry_run(req, topo, kernel, facts)
+                continue
+            result = run_cell(req, topo, kernel, facts, REPO_ROOT / "runs", _progress, modules.out_dir)
+            result = _rerun_if_qemu_aborted(result, req, topo, kernel, facts, modules.out_dir)
+            print_cell(result, print)
+            results.append(result)
     if args.dry_run:
         return 0
     if len(results) > 1:
