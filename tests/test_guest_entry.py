@@ -96,10 +96,11 @@ def test_whole_run_in_a_subprocess(tmp_path: Path) -> None:
     )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     frames = _frames(proc.stdout)
-    assert [kind for kind, _ in frames] == ["start", "test", "test", "done"]
+    assert [kind for kind, _ in frames] == ["start", "begin", "test", "begin", "test", "done"]
     assert frames[0][1]["python"] == ".".join(map(str, sys.version_info[:3]))
-    assert [p["outcome"] for _, p in frames[1:3]] == ["passed", "failed"]
-    assert frames[3][1]["status"] == "finished" and frames[3][1]["exit_code"] == 1
+    assert [p["name"] for _, p in frames[1:5:2]] == [p["name"] for _, p in frames[2:5:2]]
+    assert [p["outcome"] for _, p in frames[2:5:2]] == ["passed", "failed"]
+    assert frames[5][1]["status"] == "finished" and frames[5][1]["exit_code"] == 1
     records = [json.loads(line) for line in (tmp_path / "guest-results.jsonl").read_text().splitlines()]
     assert [r["outcome"] for r in records] == ["passed", "failed"]
     assert "assert 0" in proc.stdout, "pytest's own output reaches the console"
