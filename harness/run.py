@@ -14,7 +14,7 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,8 +29,9 @@ from harness.guest.shapes import export_shapes
 from harness.hostcheck import RunByteChecks, seed_commands
 from harness.kernels.image import KernelImage
 from harness.paths import GUEST_TESTS_DIR, KERNELS_DIR, REPO_ROOT
-from harness.results.known_issues import apply_known_issues, load_known_issues
+from harness.results.known_issues import KnownIssue, apply_known_issues, load_known_issues
 from harness.results.model import (
+    OUTCOMES,
     GuestEnd,
     RunMeta,
     TestRecord,
@@ -242,7 +243,27 @@ class _Watch:
     running_since: float = 0.0  # time.monotonic() of that begin frame
 
 
-def _observe(event: Event, seen: _Watch, t0: float, progress: Progress) -> None:
+# What the live progress line shows for a finished test: the outcome as the report will judge it.
+Judge = Callable[[str, str], str]
+
+
+def _as_reported(name: str, outcome: str) -> str:
+    return outcome
+
+
+def known_issue_judge(entries: Sequence[KnownIssue], kernel_version: str, topology: str) -> Judge:
+    """A test's live outcome after the known issues (a failure they excuse shows as xfailed at once)."""
+
+    def judge(name: str, outcome: str) -> str:
+        if outcome not in OUTCOMES:
+            return outcome
+        record = TestRecord(name, outcome)
+        return apply_known_issues([record], entries, kernel_version, topology)[0].outcome
+
+    return judge
+
+
+def _observe(event: Event, seen: _Watch, t0: float, progress: Progress, judge: Judge = _as_reported) -> None:
     if isinstance(event, Marker):
         if event.kind == "start":
             seen.started = True
@@ -255,9 +276,8 @@ def _observe(event: Event, seen: _Watch, t0: float, progress: Progress) -> None:
             p = event.payload
             if p.get("name") == seen.running:
                 seen.running = None
-            progress(
-                f"  {p.get('outcome', '?'):8} {p.get('name', '?')} ({float(str(p.get('duration', 0))):.2f} s)"
-            )
+            shown = judge(str(p.get("name", "?")), str(p.get("outcome", "?")))
+            progress(f"  {shown:8} {p.get('name', '?')} ({float(str(p.get('duration', 0))):.2f} s)")
         elif event.kind == "done":
             seen.done = dict(event.payload)
     elif isinstance(event, KernelProblem):
@@ -314,6 +334,7 @@ def _first_cause(seen: _Watch, end: GuestEnd) -> str:
 def _final_records(
     results_path: Path,
     byte_checks: RunByteChecks,
+    known: Sequence[KnownIssue],
     kernel: KernelImage,
     topo: Topology,
     seen: _Watch,
@@ -324,9 +345,7 @@ def _final_records(
     a test the guest died in (never excused by a known issue: a crash is not the failure it describes)."""
     records, truncated = load_records(results_path)
     records = byte_checks.apply(records)
-    records = apply_known_issues(
-        records, load_known_issues(KERNELS_DIR / "known-issues.yaml"), kernel.version, topo.name
-    )
+    records = apply_known_issues(records, known, kernel.version, topo.name)
     ran_for = time.monotonic() - seen.running_since
     lost = interrupted_record(seen.running, records, end, _first_cause(seen, end), duration=ran_for)
     if lost is not None:
@@ -365,6 +384,8 @@ def run_cell(
     )
 
     seen = _Watch()
+    known = load_known_issues(KERNELS_DIR / "known-issues.yaml")  # a broken file costs no VM time
+    judge = known_issue_judge(known, kernel.version, topo.name)
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
     t0 = time.monotonic()
     progress(f"booting {topo.name} with {kernel.version} ({facts.accel}) -> {run_dir}")
@@ -388,7 +409,7 @@ def run_cell(
         vm.launch()
         try:
             for event in vm.watch(deadline, req.idle_timeout):
-                _observe(event, seen, t0, progress)
+                _observe(event, seen, t0, progress, judge)
         except GuestHang as exc:
             seen.hang = str(exc)
             progress(f"guest hung: {exc}")
@@ -398,7 +419,7 @@ def run_cell(
 
     end = guest_end_of(seen, vm.exit_status)
     records, truncated = _final_records(
-        Path(plan.results_path), byte_checks, kernel, topo, seen, end, progress
+        Path(plan.results_path), byte_checks, known, kernel, topo, seen, end, progress
     )
     evidence: list[Evidence] = list(seen.problems)
     if seen.hang is not None or end in (GuestEnd.HUNG, GuestEnd.BOOT_FAILURE, GuestEnd.INFRA_ERROR):

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from harness.console.events import scan
 from harness.guest.protocol import encode_frame
+from harness.results.known_issues import KnownIssue
 from harness.results.model import GuestEnd, TestRecord, interrupted_record
 from harness.run import (
     CellRequest,
@@ -13,6 +14,7 @@ from harness.run import (
     _Watch,
     guest_end_of,
     harness_command,
+    known_issue_judge,
     qemu_abort_line,
 )
 
@@ -129,3 +131,20 @@ def test_a_hang_names_the_watchdog_and_the_first_blocked_task() -> None:
     assert _first_cause(seen, end) == (
         "in-guest watchdog: the tests were not done within their 25 s deadline; blocked: task:python state:D"
     )
+
+
+def test_live_progress_shows_a_known_issue_as_the_report_will() -> None:
+    entry = KnownIssue(
+        test="t.py::multi",
+        kernels=["7.2"],
+        topologies=["switch-p2p-amd"],
+        reason="r",
+        reference="ref",
+        analysis="a",
+    )
+    judge = known_issue_judge([entry], "7.2.13-hil", "switch-p2p-amd")
+    assert judge("t.py::multi", "failed") == "xfailed"
+    assert judge("t.py::multi", "passed") == "xpassed"
+    assert judge("t.py::other", "failed") == "failed"
+    assert known_issue_judge([entry], "7.4.1", "switch-p2p-amd")("t.py::multi", "failed") == "failed"
+    assert judge("t.py::multi", "?") == "?"
