@@ -123,7 +123,7 @@ def test_export_shapes_fit_the_bar() -> None:
 
 
 @pytest.mark.parametrize(
-    "topology", ["switch-p2p", "switch-p2p-amd", "switch-p2p-pt", "rootports-acs", "bar-4g"]
+    "topology", ["switch-p2p", "switch-p2p-amd", "switch-p2p-pt", "rootports-acs", "bar-4g", "bar-4g-pt"]
 )
 def test_restatement_agrees_with_the_oracle_counts(topology: str) -> None:
     """The guest's expected lists and the host oracle's sg_entries() count the same entries."""

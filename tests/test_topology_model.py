@@ -70,6 +70,7 @@ def test_shipped_topologies_load_and_are_named_after_their_file() -> None:
     topos = list_topologies()
     assert {t.name for t in topos} >= {
         "switch-p2p", "switch-p2p-amd", "switch-p2p-pt", "switch-p2p-noiommu", "rootports-acs", "bar-4g",
+        "bar-4g-pt",
     }  # fmt: skip
     for topo in topos:
         assert load_topology(topo.name) == topo

@@ -72,6 +72,10 @@ EXPECTED = {
     # Same tree as switch-p2p-amd; the BAR size does not enter the route.
     ("bar-4g", "exporter", "importer"): ("bus_addr", 4, "iommu_fault"),
     ("bar-4g", "exporter", "dma"): ("host_bridge_iova", 6, "reaches_bar"),
+    # iommu=pt: the host-bridge pair maps the 8G BAR by physical address, and nothing translates the
+    # same-switch pair's bus addresses either, so its DMA reaches the BAR (unlike bar-4g).
+    ("bar-4g-pt", "exporter", "importer"): ("bus_addr", 4, "reaches_bar"),
+    ("bar-4g-pt", "exporter", "dma"): ("host_bridge_direct", 6, "reaches_bar"),
 }
 
 
