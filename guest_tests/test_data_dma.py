@@ -26,7 +26,7 @@ from hil_importer.case import BAR, ImportCase, expectation, require_feature
 from hil_importer.edu import BUFFER_SIZE, Transfer, dma_address, dmesg_lines, edu_dma, iommu_faults, is_edu
 from hil_importer.loader import Manifest
 from hil_importer.p2p import P2pImporter
-from hil_vfio import VfioDevice, region_info
+from hil_vfio import VfioDevice, errname, region_info
 
 from harness.guest.plan import GuestPlan
 from harness.hostcheck import DETAILS_KEY, Seed, check_spec, load_seeds, seed_bytes
@@ -142,6 +142,6 @@ def test_edu_dma_argument_errors(case: ImportCase, p2p: P2pImporter, p2p_module:
     for name, (call, want) in cases.items():
         with pytest.raises(OSError) as info:
             call()
-        seen[name] = errno.errorcode.get(info.value.errno or 0, str(info.value.errno))
+        seen[name] = errname(info.value.errno)
         assert info.value.errno == want, f"{name}: {seen[name]}"
     case.details["errnos"] = seen

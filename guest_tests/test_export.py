@@ -21,6 +21,7 @@ from hil_vfio import (
     DmaRange,
     VfioDevice,
     dmabuf_size,
+    errname,
     export_dma_buf,
     open_device,
     probe_dma_buf,
@@ -37,10 +38,6 @@ U64 = 1 << 64
 EXP_NAME = "vfio_pci_core"  # DEFINE_DMA_BUF_EXPORT_INFO uses KBUILD_MODNAME of vfio-pci-core.ko
 
 Details = dict[str, Any]
-
-
-def _errname(err: int | None) -> str:
-    return errno.errorcode.get(err or 0, str(err))
 
 
 def _export_checked(dev: VfioDevice, ranges: list[DmaRange], details: Details, **kwargs: Any) -> int:
@@ -172,7 +169,7 @@ def test_dmabuf_mmap_is_refused(exporter: VfioDevice, hil_details: Details) -> N
     try:
         with pytest.raises(OSError) as info:
             mmap.mmap(fd, PAGE, mmap.MAP_SHARED, mmap.PROT_READ)
-        hil_details["errno"] = _errname(info.value.errno)
+        hil_details["errno"] = errname(info.value.errno)
         assert info.value.errno == errno.EINVAL
     finally:
         os.close(fd)
@@ -344,13 +341,13 @@ def test_invalid_request_errno(
     case = BAD_REQUESTS[case_id]
     kwargs = case.build(bar_size)
     region_index = kwargs.pop("region_index", BAR)
-    hil_details.update(expected=_errname(case.expected), source=case.source)
+    hil_details.update(expected=errname(case.expected), source=case.source)
     fds_before = set(os.listdir("/proc/self/fd"))
     with pytest.raises(OSError) as info:
         fd = export_dma_buf(exporter, region_index, **kwargs)
         os.close(fd)  # not reached unless the kernel accepted the request
-    hil_details["errno"] = _errname(info.value.errno)
-    assert info.value.errno == case.expected, f"{case.source}: got {_errname(info.value.errno)}"
+    hil_details["errno"] = errname(info.value.errno)
+    assert info.value.errno == case.expected, f"{case.source}: got {errname(info.value.errno)}"
     assert set(os.listdir("/proc/self/fd")) == fds_before, "a failed export must not leave an fd"
 
 

@@ -29,7 +29,7 @@ from hil_importer.pci import bar, parse_bdf
 from hil_importer.rdma import RdmaImporter
 from hil_importer.revoke import set_memory_enable
 from hil_importer.verbs import RxeUnavailableError, reg_dmabuf_mr_errno
-from hil_vfio import dmabuf_size
+from hil_vfio import dmabuf_size, errname
 
 from harness.guest.shapes import PAGE
 
@@ -40,10 +40,6 @@ IMPORTERS = importer_ids(collection_plan()) or ["importer"]
 MASK_BITS = 64
 STUBBORN_WAIT_S = 1.0
 UNBLOCK_TIMEOUT_S = 10.0
-
-
-def _errname(err: int | None) -> str:
-    return errno.errorcode.get(err or 0, str(err))
 
 
 def _mappable_importer(case: ImportCase) -> str:
@@ -92,8 +88,8 @@ def test_attach_argument_errors(case: ImportCase, p2p: P2pImporter) -> None:
     for name, (call, want) in cases.items():
         with pytest.raises(OSError) as info:
             call()
-        seen[name] = _errname(info.value.errno)
-        assert info.value.errno == want, f"{name}: {seen[name]}, expected {_errname(want)}"
+        seen[name] = errname(info.value.errno)
+        assert info.value.errno == want, f"{name}: {seen[name]}, expected {errname(want)}"
     case.details["errnos"] = seen
 
 
@@ -110,7 +106,7 @@ def test_vfio_refuses_importer(case: ImportCase, p2p: P2pImporter, p2p_module: M
     dev = case.function(IMPORTERS[0])
     with pytest.raises(OSError) as info:
         p2p.attach(case.export(), dev, flags=flags)
-    case.details.update(importer=dev.bdf, flags=hex(flags), errno=_errname(info.value.errno))
+    case.details.update(importer=dev.bdf, flags=hex(flags), errno=errname(info.value.errno))
     assert info.value.errno == errno.EOPNOTSUPP
 
 
@@ -129,7 +125,7 @@ def test_attach_and_map(case: ImportCase, p2p: P2pImporter, p2p_module: Manifest
     if route == "refused":
         with pytest.raises(OSError) as info:
             p2p.map(att.handle)
-        case.details["map_errno"] = _errname(info.value.errno)
+        case.details["map_errno"] = errname(info.value.errno)
         assert info.value.errno == errno.EINVAL
         st = p2p.status(att.handle)
         assert (st.mapped, st.last_map_errno) == (False, errno.EINVAL)
@@ -153,7 +149,7 @@ def test_attach_and_map(case: ImportCase, p2p: P2pImporter, p2p_module: Manifest
 def _assert_errno(call: Callable[[], object], want: int) -> None:
     with pytest.raises(OSError) as info:
         call()
-    assert info.value.errno == want, f"{_errname(info.value.errno)}, expected {_errname(want)}"
+    assert info.value.errno == want, f"{errname(info.value.errno)}, expected {errname(want)}"
 
 
 # --- revocation and cleanup --------------------------------------------------------------------
@@ -170,7 +166,7 @@ def test_revocation_unmaps(case: ImportCase, p2p: P2pImporter, p2p_module: Manif
         assert (st.mapped, st.revocations) == (False, 1)
         with pytest.raises(OSError) as info:
             p2p.map(handle)
-        case.details["map_while_revoked"] = _errname(info.value.errno)
+        case.details["map_while_revoked"] = errname(info.value.errno)
         assert info.value.errno == errno.ENODEV
     finally:
         set_memory_enable(case.exporter, True)
@@ -244,7 +240,7 @@ def test_rdma_umem_maps(
     if route == "refused":
         with pytest.raises(OSError) as info:
             register()
-        case.details["reg_errno"] = _errname(info.value.errno)
+        case.details["reg_errno"] = errname(info.value.errno)
         assert info.value.errno == errno.EINVAL
         return
     handle = register()
@@ -265,7 +261,7 @@ def test_rdma_pinned_import_refused(case: ImportCase, rdma: RdmaImporter, rdma_m
     fd = case.export()
     with pytest.raises(OSError) as info:
         rdma.register(fd, case.function(IMPORTERS[0]), offset=0, length=case.bar_size, mode=abi.RDMA_PINNED)
-    case.details["errno"] = _errname(info.value.errno)
+    case.details["errno"] = errname(info.value.errno)
     assert info.value.errno == errno.EOPNOTSUPP
 
 
@@ -294,5 +290,5 @@ def test_rxe_reg_dmabuf_mr_unsupported(case: ImportCase) -> None:
         err, facts = reg_dmabuf_mr_errno(fd, case.bar_size)
     except RxeUnavailableError as exc:
         pytest.skip(str(exc))
-    case.details.update(facts, errno=_errname(err))
+    case.details.update(facts, errno=errname(err))
     assert err == errno.EOPNOTSUPP

@@ -43,7 +43,15 @@ from hil_importer.revoke import (
     set_memory_enable,
     wait_readable,
 )
-from hil_vfio import DmaRange, bind_to_vfio, dmabuf_size, export_dma_buf, open_device, resolve_bdf
+from hil_vfio import (
+    DmaRange,
+    bind_to_vfio,
+    dmabuf_size,
+    errname,
+    export_dma_buf,
+    open_device,
+    resolve_bdf,
+)
 from hil_vfio.sysfs import VfioSetupError
 
 from harness.guest.plan import GuestPlan
@@ -56,10 +64,6 @@ SLOTS = Path("/sys/bus/pci/slots")
 UNPLUG_TIMEOUT_S = 60.0
 REPLUG_TIMEOUT_S = 60.0
 RESET_EAGAIN_TRIES = 5
-
-
-def _errname(err: int | None) -> str:
-    return errno.errorcode.get(err or 0, str(err))
 
 
 def _mapped(case: ImportCase, p2p: P2pImporter) -> tuple[int, int, str]:
@@ -115,7 +119,7 @@ def test_revoke_by_memory_disable(case: ImportCase, p2p: P2pImporter, p2p_module
         case.details.update(command=hex(read_command(case.exporter)), revoked=repr(revoked))
         _told(before, revoked, 1)
         seen = {"map": _map_errno(p2p, handle), "attach": _attach_errno(p2p, fd, case, importer_id)}
-        case.details["while_revoked"] = {k: _errname(v) for k, v in seen.items()}
+        case.details["while_revoked"] = {k: errname(v) for k, v in seen.items()}
         assert seen == {"map": errno.ENODEV, "attach": errno.ENODEV}
     finally:
         set_memory_enable(case.exporter, True)
@@ -146,9 +150,9 @@ def test_revoke_by_device_reset(case: ImportCase, p2p: P2pImporter, p2p_module: 
             reset_device(case.exporter)
             break
         except OSError as exc:
-            case.details["reset_errno"] = _errname(exc.errno)
+            case.details["reset_errno"] = errname(exc.errno)
             if exc.errno in (errno.EINVAL, errno.ENOTTY):
-                why = f"{_errname(exc.errno)} (no reset method)"
+                why = f"{errname(exc.errno)} (no reset method)"
                 pytest.skip(f"VFIO_DEVICE_RESET on {case.exporter.bdf}: {why}")
             if exc.errno != errno.EAGAIN or attempt == RESET_EAGAIN_TRIES - 1:
                 raise
@@ -177,7 +181,7 @@ def test_revoke_by_closing_device(case: ImportCase, p2p: P2pImporter, p2p_module
     case.details["after_close"] = repr(after)
     _told(before, after, 1)
     seen = {"map": _map_errno(p2p, handle), "attach": _attach_errno(p2p, fd, case, importer_id)}
-    case.details["after_close_errnos"] = {k: _errname(v) for k, v in seen.items()}
+    case.details["after_close_errnos"] = {k: errname(v) for k, v in seen.items()}
     assert seen == {"map": errno.ENODEV, "attach": errno.ENODEV}
     # The device itself is fine: opened again, a new buffer maps.
     with open_device(case.exporter.bdf) as again, P2pImporter() as other:
@@ -276,6 +280,6 @@ def test_revoke_by_hot_unplug(
     case.details["after_unplug"] = repr(after)
     _told(before, after, 1)
     seen = {"map": _map_errno(p2p, handle), "attach": _attach_errno(p2p, fd, case, importer_id)}
-    case.details["after_unplug_errnos"] = {k: _errname(v) for k, v in seen.items()}
+    case.details["after_unplug_errnos"] = {k: errname(v) for k, v in seen.items()}
     assert seen == {"map": errno.ENODEV, "attach": errno.ENODEV}
     p2p.detach(handle)  # and the dma-buf fd is closed at teardown: release without a device

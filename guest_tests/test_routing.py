@@ -22,6 +22,7 @@ from hil_importer.kprobes import ROUTE_MAP_TYPE, KprobeUnavailableError, Routing
 from hil_importer.loader import Manifest
 from hil_importer.p2p import P2pImporter
 from hil_importer.pci import bar
+from hil_vfio import errname
 
 from harness.guest.shapes import export_shapes
 
@@ -103,13 +104,13 @@ def test_dma_list_matches_route(
     if route == "refused":
         with pytest.raises(OSError) as info:
             p2p.map(handle)
-        case.details["map_errno"] = errno.errorcode.get(info.value.errno or 0, info.value.errno)
+        case.details["map_errno"] = errname(info.value.errno)
         assert info.value.errno == errno.EINVAL
         return
     try:
         got = p2p.map(handle)
     except OSError as exc:
-        case.details["map_errno"] = errno.errorcode.get(exc.errno or 0, exc.errno)
+        case.details["map_errno"] = errname(exc.errno)
         due = [str(e) for e in want.entries]
         pytest.fail(f"{route} {shape}: map failed ({exc}); due: {len(due)} entries {due}")
     case.details["got"] = got.describe()
@@ -144,7 +145,7 @@ def test_kernel_decision_matches_route(
         try:
             p2p.map(handle)
         except OSError as exc:
-            case.details["map_errno"] = errno.errorcode.get(exc.errno or 0, exc.errno)
+            case.details["map_errno"] = errname(exc.errno)
     seen = decision(events)
     case.details.update(route=route, kernel=seen.as_details(), events=len(events),
                         calc_symbol=routing_probe.calc_symbol)  # fmt: skip
@@ -180,7 +181,7 @@ def test_iova_over_4g_needs_dma_mask(
         pytest.skip(f"{dev.bdf} has DMA mask {att.dma_mask:#x}, not the 32-bit default")
     with pytest.raises(OSError) as info:
         p2p.map(att.handle)
-    case.details["map_errno"] = errno.errorcode.get(info.value.errno or 0, info.value.errno)
+    case.details["map_errno"] = errname(info.value.errno)
     assert info.value.errno == errno.ENOMEM
 
 
@@ -206,7 +207,7 @@ def test_iova_ranges_linked_at_their_offsets(
         try:
             p2p.map(handle)
         except OSError as exc:
-            case.details["map_errno"] = errno.errorcode.get(exc.errno or 0, exc.errno)
+            case.details["map_errno"] = errname(exc.errno)
     links = decision(events).links
     due = [sum(n for _, n in ranges[:i]) for i in range(len(ranges))]
     case.details.update(iova_links=[str(link) for link in links], due_offsets=[hex(o) for o in due])

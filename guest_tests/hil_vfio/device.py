@@ -24,12 +24,17 @@ _libc.ioctl.restype = ctypes.c_int
 DEFAULT_OPEN_FLAGS = os.O_RDWR | os.O_CLOEXEC
 
 
+def errname(err: int | None) -> str:
+    """The errno's symbol (EINVAL) for reports; the number as text when it has none."""
+    return errno.errorcode.get(err or 0, str(err))
+
+
 def ioctl(fd: int, request: int, arg: int | None, what: str) -> int:
     """libc ioctl(fd, request, arg); `arg` is an address or a plain value. OSError with the real errno."""
     ret = _libc.ioctl(fd, request, arg)
     if ret < 0:
         err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)} ({errno.errorcode.get(err, err)})")
+        raise OSError(err, f"{what}: {os.strerror(err)} ({errname(err)})")
     return int(ret)
 
 

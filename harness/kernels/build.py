@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness import jsonfile
 from harness.errors import BuildError
 from harness.kernels import cache, kconfig, source
 from harness.kernels import key as keys
@@ -127,7 +128,7 @@ def plan_build(tree: SourceTree, inputs: keys.BuildInputs, *, in_tree: bool) -> 
 
 def finished(plan: BuildPlan, spec: str) -> KernelImage | None:
     """The KernelImage of a completed build of `plan`, or None."""
-    record = cache.read_record(plan.objtree / RECORD)
+    record = jsonfile.read_record(plan.objtree / RECORD)
     if record is None or record.get("key") != plan.key or not (plan.objtree / IMAGE).is_file():
         return None
     return KernelImage(
@@ -152,7 +153,7 @@ def _find_seed(plan: BuildPlan, lineage: str) -> Path | None:
     ]
     for base, pattern in patterns:
         for record_path in base.glob(pattern):
-            record = cache.read_record(record_path)
+            record = jsonfile.read_record(record_path)
             if (
                 record is None
                 or record.get("config_key") != plan.config_key
@@ -347,7 +348,7 @@ def _build_locked(
     _prep_vng_modules(plan)
     version = (plan.objtree / "include" / "config" / "kernel.release").read_text().strip()
     identity = build_tree.identity
-    cache.write_record(
+    jsonfile.write_record(
         plan.objtree / RECORD,
         {
             "key": plan.key,

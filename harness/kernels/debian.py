@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness import jsonfile
 from harness.errors import FetchError
 from harness.kernels import apt, cache, debver
 from harness.kernels.kimage import KernelImage, Progress
@@ -193,7 +194,7 @@ def unpack_image(state: apt.AptState, release: Release, final: Path, progress: P
             raise FetchError(f"{', '.join(release.packages)} contain no vmlinuz for {release.release}")
         if (moddir / "kernel").is_dir():
             _depmod(root, release.release, progress)
-        cache.write_record(
+        jsonfile.write_record(
             tmp / "meta.json",
             {
                 "release": release.release,
@@ -206,7 +207,7 @@ def unpack_image(state: apt.AptState, release: Release, final: Path, progress: P
 
 def image_from_dir(spec: str, final: Path) -> KernelImage | None:
     """The KernelImage of a complete unpacked release directory, None if it is not one."""
-    meta = cache.read_record(final / "meta.json")
+    meta = jsonfile.read_record(final / "meta.json")
     if meta is None:
         return None
     rel = str(meta["release"])
@@ -235,7 +236,7 @@ def _cached_images(spec: DebianImage) -> list[KernelImage]:
     """Complete cached releases matching `spec`, newest first (for offline use)."""
     found: list[tuple[str, KernelImage]] = []
     for meta_path in (cache.kernels_root() / "debian").glob("*/meta.json"):
-        meta = cache.read_record(meta_path)
+        meta = jsonfile.read_record(meta_path)
         kimg = image_from_dir(str(spec), meta_path.parent)
         if (
             meta is None
@@ -250,7 +251,7 @@ def _cached_images(spec: DebianImage) -> list[KernelImage]:
 
 def fetch_image(spec: DebianImage, progress: Progress, *, offline: bool = False) -> KernelImage:
     """Resolve `spec` to the newest matching release, downloading it if not cached."""
-    alias = cache.read_record(_alias(spec))
+    alias = jsonfile.read_record(_alias(spec))
     if alias is not None:
         kimg = image_from_dir(str(spec), Path(alias["dir"]))
         fresh = time.time() - float(alias["resolved"]) < MAX_LIST_AGE_HOURS * 3600.0
@@ -275,7 +276,9 @@ def fetch_image(spec: DebianImage, progress: Progress, *, offline: bool = False)
         progress(f"{spec} -> {release.release} ({release.version})")
         final = cache.kernels_root() / "debian" / release.dirname
         _unpack_once(spec, state, release, final, progress)
-    cache.write_record(_alias(spec), {"dir": str(final), "resolved": time.time(), "release": release.release})
+    jsonfile.write_record(
+        _alias(spec), {"dir": str(final), "resolved": time.time(), "release": release.release}
+    )
     kimg = image_from_dir(str(spec), final)
     if kimg is None:
         raise FetchError(f"{spec}: {final} is incomplete after unpacking")

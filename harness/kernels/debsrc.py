@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness import jsonfile
 from harness.errors import FetchError
 from harness.kernels import apt, cache, debian, gitutil
 from harness.kernels.kimage import Progress
@@ -76,7 +77,7 @@ def unpack_source(state: apt.AptState, package: str, version: str, progress: Pro
 
 def fetch_source(spec: DebianSource, progress: Progress, *, offline: bool = False) -> SourceTree:
     """The pristine tree of the newest linux-source-<series>, downloaded and unpacked if needed."""
-    alias = cache.read_record(_alias(spec))
+    alias = jsonfile.read_record(_alias(spec))
     if alias is not None:
         tree = _tree(spec, str(alias["version"]))
         fresh = time.time() - float(alias["resolved"]) < debian.MAX_LIST_AGE_HOURS * 3600.0
@@ -96,7 +97,7 @@ def fetch_source(spec: DebianSource, progress: Progress, *, offline: bool = Fals
         with cache.locked(f"src-{_root(spec.package, stanza.version).name}", progress=progress):
             if _tree(spec, stanza.version) is None:
                 unpack_source(state, spec.package, stanza.version, progress)
-    cache.write_record(_alias(spec), {"version": stanza.version, "resolved": time.time()})
+    jsonfile.write_record(_alias(spec), {"version": stanza.version, "resolved": time.time()})
     tree = _tree(spec, stanza.version)
     if tree is None:
         raise FetchError(

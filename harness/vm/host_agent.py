@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.jsonfile import write_record
 from harness.sizes import parse_size
 
 REQUESTS_DIR = "requests"
@@ -152,12 +153,6 @@ def unix_qmp(socket_path: Path, timeout: float = QMP_TIMEOUT_S) -> QmpCall:
     return call
 
 
-def _write_json(path: Path, data: Mapping[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data) + "\n")
-    tmp.replace(path)
-
-
 class HostAgent:
     """Carries out the guest's requests (see the module docstring). Owned by GuestVM: poll(), close()."""
 
@@ -247,7 +242,7 @@ class HostAgent:
                 response.update(ok=False, error=str(exc))
         response["elapsed_s"] = round(time.monotonic() - started, 3)
         self.responses.mkdir(exist_ok=True)
-        _write_json(self.responses / f"{name}.json", response)
+        write_record(self.responses / f"{name}.json", response)
         self.handled.append(response)
         outcome = "ok" if response["ok"] else f"failed: {response['error']}"
         self.progress(f"host agent: {response.get('op', '?')} {response.get('id', '')} -> {outcome}")
@@ -282,8 +277,7 @@ def guest_request_path(run_dir: Path, name: str) -> Path:
 def write_request(run_dir: Path, name: str, op: str, device: str) -> Path:
     """The guest's side: put a request where the agent looks (used by the guest tests' helper)."""
     path = guest_request_path(run_dir, name)
-    path.parent.mkdir(exist_ok=True)
-    _write_json(path, {"op": op, "id": device})
+    write_record(path, {"op": op, "id": device})
     return path
 
 
