@@ -426,15 +426,15 @@ def test_blocked_task_inside_a_hung_task_report_stays_in_it() -> None:
 
 
 def test_blocked_tasks_are_evidence_not_crashes() -> None:
-    """The sysrq-w dump of a hang yields blocked_tasks problems; the run's verdict logic (harness/run.py)
+    """The sysrq-w dump of a hang yields blocked_tasks problems; the run's verdict logic (harness/console/watch.py)
     counts only panic/oops/bug/kasan/warning/hung_task/rcu_stall/lockdep as crashes."""
     from harness.results.model import GuestEnd
-    from harness.run import _Watch, guest_end_of
+    from harness.console.watch import ConsoleWatch, guest_end_of
 
-    seen = _Watch(started=True, done={"status": "hung"})
+    seen = ConsoleWatch(started=True, done={"status": "hung"})
     seen.problems = problems(scan(read("blocked-tasks.log"), TOKEN))
     assert [p.kind for p in seen.problems] == ["blocked_tasks"]
     assert "vfio_pci_dma_buf_move" in seen.problems[0].excerpt
-    assert guest_end_of(seen, 0) is GuestEnd.HUNG
+    assert guest_end_of(seen) is GuestEnd.HUNG
     seen.done = {"status": "finished", "exit_code": 0}
-    assert guest_end_of(seen, 0) is GuestEnd.DONE
+    assert guest_end_of(seen) is GuestEnd.DONE

@@ -7,16 +7,13 @@ from harness.console.events import scan
 from harness.guest.protocol import encode_frame
 from harness.results.known_issues import KnownIssue
 from harness.results.model import GuestEnd, TestRecord, interrupted_record
-from harness.run import (
-    CellRequest,
-    _first_cause,
-    _observe,
-    _Watch,
-    guest_end_of,
-    harness_command,
-    known_issue_judge,
-    qemu_abort_line,
-)
+from harness.cell.request import CellRequest
+from harness.cell.setup import harness_command
+from harness.console.watch import ConsoleWatch as _Watch
+from harness.console.watch import first_cause as _first_cause
+from harness.console.watch import guest_end_of, qemu_abort_line
+from harness.console.watch import observe as _observe
+from harness.run import known_issue_judge
 
 ABORT = (
     "[   43.782058] vfio-pci 0000:03:00.0: resetting\n"
@@ -62,7 +59,7 @@ def test_a_test_the_kernel_died_in_gets_a_record_naming_the_panic() -> None:
         + "[   30.100100] Kernel panic - not syncing: sysrq triggered crash\n"
     )
     seen = _watch(console)
-    end = guest_end_of(seen, None)
+    end = guest_end_of(seen)
     assert end is GuestEnd.CRASHED
     lost = interrupted_record(seen.running, [FIRST_RECORD], end, _first_cause(seen, end))
     assert lost is not None
@@ -80,7 +77,7 @@ def test_the_watchdogs_hung_report_names_the_blocked_test() -> None:
         + _frame("done", status="hung", deadline_s=25, elapsed=25.2)
     )
     seen = _watch(console)
-    end = guest_end_of(seen, None)
+    end = guest_end_of(seen)
     lost = interrupted_record(seen.running, [FIRST_RECORD], end, _first_cause(seen, end))
     assert lost is not None and lost.name == "t.py::hang_demo"
     assert lost.message == (
@@ -91,7 +88,7 @@ def test_the_watchdogs_hung_report_names_the_blocked_test() -> None:
 
 def test_no_invented_record_when_every_announced_test_finished() -> None:
     seen = _watch(FIRST_DONE + "[   31.000000] Kernel panic - not syncing: after the tests\n")
-    end = guest_end_of(seen, None)
+    end = guest_end_of(seen)
     assert end is GuestEnd.CRASHED and seen.running is None
     assert interrupted_record(seen.running, [FIRST_RECORD], end, "x") is None
     # A record that reached the disk while its frame was lost is not duplicated either.
@@ -126,7 +123,7 @@ def test_a_hang_names_the_watchdog_and_the_first_blocked_task() -> None:
         + _frame("done", status="hung", deadline_s=25, elapsed=25.2)
     )
     seen = _watch(console)
-    end = guest_end_of(seen, None)
+    end = guest_end_of(seen)
     assert end is GuestEnd.HUNG
     assert _first_cause(seen, end) == (
         "in-guest watchdog: the tests were not done within their 25 s deadline; blocked: task:python state:D"

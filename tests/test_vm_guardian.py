@@ -112,3 +112,28 @@ def test_wrong_parent_means_the_parent_is_already_gone(tmp_path: Path) -> None:
 
 def test_group_members_reads_proc() -> None:
     assert os.getpid() in group_members(os.getpgrp())
+
+
+def test_a_host_kill_leaves_scratch_for_the_host_checks(tmp_path: Path) -> None:
+    """The harness kills a hung guest (GuestVM.shutdown -> SIGTERM to the guardian); the host checks then
+    read the exporters' backing files in scratch. The guardian must not remove scratch while its parent,
+    the scratch's owner, is alive: that turned passed DMA tests into `error` after every host kill."""
+    from harness.deadline import Deadline
+    from harness.vm.command import guarded_argv
+    from harness.vm.machine import GuestVM
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    (scratch / "exporter.shm").write_bytes(b"seeded")
+    argv = guarded_argv(["sh", "-c", "echo up; sleep 300"], os.getpid(), scratch)
+    vm = GuestVM(argv, console_log=tmp_path / "console.log", token="ab12")
+    seen_by_checks: list[bool] = []
+    vm.launch()
+    try:
+        for _event in vm.watch(Deadline(1.5), idle_timeout=60):
+            pass
+    except Exception:  # noqa: BLE001 - the deadline ends the watch with GuestHang, as for a hung guest
+        pass
+    vm.shutdown(before_cleanup=lambda: seen_by_checks.append((scratch / "exporter.shm").exists()))
+    assert seen_by_checks == [True], "scratch was removed before the host checks ran"
+    assert scratch.exists(), "the guardian removed scratch although its owner is alive"

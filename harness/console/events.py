@@ -30,8 +30,8 @@ from harness.console.patterns import (
     milestone_kind,
 )
 
-MarkerKind = Literal["start", "begin", "test", "done"]
-MARKER_KINDS: tuple[MarkerKind, ...] = ("start", "begin", "test", "done")
+MarkerKind = Literal["start", "collected", "begin", "test", "done"]
+MARKER_KINDS: tuple[MarkerKind, ...] = ("start", "collected", "begin", "test", "done")
 _MARKER_OPEN = "@@HIL:"
 _MARKER_CLOSE = "@@"
 

@@ -4,6 +4,7 @@
 
 kind is one of KINDS (harness.console.events parses them on the host):
     start  {"kernel", "python", "machine"}       the guest entry is running
+    collected {"count", "t"}                      pytest collected the tests (t: seconds since the entry started)
     begin  {"name"}                               a test starts (names it if the guest dies in it)
     test   {"name", "outcome", "duration"}        a test finished; its record is already on disk
     done   {"status": "finished", "exit_code", "elapsed"}
@@ -22,7 +23,7 @@ import json
 from collections.abc import Mapping
 from typing import Final
 
-KINDS: Final = ("start", "begin", "test", "done")
+KINDS: Final = ("start", "collected", "begin", "test", "done")
 CONSOLE_FD_ENV: Final = "HIL_CONSOLE_FD"
 """Set by entry.py for the in-guest pytest: an inherited fd on the console, for the plugin's frames."""
 

@@ -138,6 +138,8 @@ class RunMeta:
     host: str = ""
     harness_version: str = ""
     command: list[str] = field(default_factory=list)  # the hil invocation, argv
+    # Where the cell's time went: [{"mark", "t", "detail"?}] (harness/results/timeline.py).
+    timeline: list[dict[str, object]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

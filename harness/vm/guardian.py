@@ -3,8 +3,9 @@
 vng runs `sh -c virtme-run ...`, and virtme-run keeps QEMU as its child: killing vng
 orphans QEMU, and QEMU 10.0 has no exit-with-parent. The guardian asks the kernel for a
 signal when its parent dies (PR_SET_PDEATHSIG works even when the harness gets SIGKILL),
-leads its own process group, and on any ending kills every process of that group and
-removes the run's private scratch directory.
+leads its own process group, and on any ending kills every process of that group. The run's
+private scratch directory belongs to the harness (harness/cell/scratch.py), which reads the guest's
+bytes there after the VM stops; the guardian removes it only when the harness is gone.
 
 Usage: python -m harness.vm.guardian --parent PID [--scratch DIR] -- COMMAND...
 """
@@ -70,7 +71,9 @@ def main(argv: list[str]) -> int:
 
     def finish(code: int) -> int:
         kill_group_except_self()
-        if args.scratch is not None:
+        # Orphaned (the harness died): nobody else will remove scratch. A SIGTERM from a live harness
+        # is a host kill of the VM, after which the harness still reads the backing files.
+        if args.scratch is not None and os.getppid() != args.parent:
             shutil.rmtree(args.scratch, ignore_errors=True)
         return code
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
-import shutil
 import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -44,7 +43,6 @@ class GuestVM:
         argv: list[str],
         *,
         console_log: Path,
-        scratch: Path,
         token: str,
         env: dict[str, str] | None = None,
         helpers: Sequence[VmHelper] = (),
@@ -52,7 +50,6 @@ class GuestVM:
         self.argv = argv
         self.helpers = tuple(helpers)
         self.console_log = console_log
-        self.scratch = scratch
         self.token = token
         self.env = env
         self._child: pexpect.spawn | None = None
@@ -110,8 +107,8 @@ class GuestVM:
     def shutdown(self, before_cleanup: Callable[[], None] | None = None) -> None:
         """Stop the VM if it still runs (guardian first, so it kills the whole tree), clean up.
 
-        `before_cleanup` runs once the VM is stopped and before the scratch directory (the ivshmem
-        backing files) is removed: host-side checks of the guest's bytes go there.
+        `before_cleanup` runs once the VM is stopped: host-side checks of the guest's bytes go there.
+        The scratch directory belongs to the caller (harness.cell.scratch), not to the VM.
         """
         child = self._child
         try:
@@ -131,7 +128,6 @@ class GuestVM:
                 before_cleanup()
         finally:
             self._close_log()
-            shutil.rmtree(self.scratch, ignore_errors=True)
 
     def __enter__(self) -> GuestVM:
         self.launch()

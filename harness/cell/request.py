@@ -1,0 +1,52 @@
+"""What one cell is asked to do, the host facts it runs with, and what it produced."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.console.events import KernelProblem
+from harness.results.model import RunMeta, TestRecord, Verdict
+from harness.results.write import Evidence
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """Probed once per invocation and passed down."""
+
+    qemu: str
+    qemu_version: str
+    accel: str
+    accel_reason: str
+    vng: str
+
+
+@dataclass(frozen=True)
+class CellRequest:
+    topology: str
+    kernel_spec: str
+    select: str | None
+    timeout: float
+    idle_timeout: float
+    out: Path | None = None
+    invocation: tuple[str, ...] = ()
+    # Said in the report when this cell is a rerun (why, and where the earlier attempt is kept).
+    earlier_attempt: str | None = None
+    series: Path | None = None  # absolute: reproduce.sh must find it from any directory
+
+    @property
+    def kernel_label(self) -> str:
+        """The kernel as reports name it: the spec, plus the patch series applied on top."""
+        return f"{self.kernel_spec}+{self.series.name}" if self.series else self.kernel_spec
+
+
+@dataclass
+class CellResult:
+    run_dir: Path
+    meta: RunMeta
+    records: list[TestRecord]
+    verdict: Verdict
+    evidence: list[Evidence] = field(default_factory=list)
+
+    def problems(self) -> list[KernelProblem]:
+        return [e for e in self.evidence if isinstance(e, KernelProblem)]

@@ -1,0 +1,219 @@
+"""run_cell end to end without QEMU: a ReplayVM (harness/vm/fake.py) replays what a guest printed and wrote,
+and everything above the console (watching, records, byte checks, known issues, verdict, files) is real."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from harness.cell.request import CellRequest, CellResult, HostFacts
+from harness.guest.plan import GuestPlan
+from harness.guest.protocol import encode_frame
+from harness.hostcheck import check_spec
+from harness.kernels.kimage import KernelImage
+from harness.results.model import Verdict
+from harness.run import run_cell
+from harness.topology import load_topology
+from harness.vm.fake import Recording, ReplayVM, replay
+
+DATA = Path(__file__).parent / "data" / "consoles"
+TOKEN = "5e1f0c2a9b7d4e36"  # the token of the recorded consoles in tests/data/consoles
+BOOT = (
+    "[    0.000000] Linux version 7.2.13-hil (builder@p2p-hil) #1 SMP PREEMPT_DYNAMIC\n"
+    "[    3.530393] Run /init as init process\n"
+    "[    5.605915] virtme-ng-init: starting script (console fallback)\n"
+)
+FACTS = HostFacts(qemu="qemu-system-x86_64", qemu_version="10.0.2", accel="tcg", accel_reason="test", vng="vng")
+
+
+def frame(kind: str, **payload: object) -> str:
+    return encode_frame(TOKEN, kind, payload)
+
+
+def kernel(tmp_path: Path) -> KernelImage:
+    image = tmp_path / "bzImage"
+    image.write_bytes(b"not a kernel: the replayed VM never boots it")
+    return KernelImage(spec="src:debian-7.2", version="7.2.13-hil", image=image)
+
+
+def write_records(*records: dict[str, object]) -> Callable[[GuestPlan], None]:
+    def guest(plan: GuestPlan) -> None:
+        with plan.results_path.open("a") as out:
+            for record in records:
+                out.write(json.dumps({"duration": 0.1, "message": "", "details": {}, **record}) + "\n")
+
+    return guest
+
+
+def cell(
+    tmp_path: Path, recording: Recording, *, select: str | None = None, timeout: float = 300
+) -> tuple[CellResult, ReplayVM]:
+    made: list[ReplayVM] = []
+    req = CellRequest(
+        topology="switch-p2p", kernel_spec="src:debian-7.2", select=select, timeout=timeout, idle_timeout=60,
+        out=tmp_path / "run",
+    )  # fmt: skip
+    result = run_cell(
+        req, load_topology("switch-p2p"), kernel(tmp_path), FACTS, tmp_path, lambda _m: None,
+        vm_factory=replay(recording, made),
+    )  # fmt: skip
+    return result, made[0]
+
+
+PASSED = {"name": "test_export.py::test_a", "outcome": "passed"}
+SUITE = (
+    BOOT
+    + frame("start", kernel="7.2.13-hil")
+    + frame("collected", count=1)
+    + frame("begin", name=PASSED["name"])
+    + frame("test", name=PASSED["name"], outcome="passed", duration=0.1)
+    + frame("done", status="finished", exit_code=0, elapsed=1.0)
+    + "[    9.000000] reboot: Power down\n"
+)
+
+
+def test_a_passing_guest_gives_a_passed_cell_with_its_files_and_timeline(tmp_path: Path) -> None:
+    result, vm = cell(tmp_path, Recording(SUITE, TOKEN, write_records(PASSED)))
+    assert result.verdict is Verdict.PASSED
+    assert [(r.name, r.outcome) for r in result.records] == [(PASSED["name"], "passed")]
+    stored = json.loads((result.run_dir / "results.json").read_text())
+    marks = [m["mark"] for m in stored["meta"]["timeline"]]
+    for mark in ("host_start", "qemu_start", "kernel_banner", "guest_command", "python_up", "tests_collected",
+                 "test_begin", "test_end", "tests_done", "vm_stopped", "host_checks", "results_written"):  # fmt: skip
+        assert mark in marks
+    assert (result.run_dir / "junit.xml").exists() and (result.run_dir / "console.log").read_text() != ""
+    assert vm.shut_down
+
+
+def test_a_failed_test_fails_the_cell(tmp_path: Path) -> None:
+    failed = {"name": "test_export.py::test_b", "outcome": "failed", "message": "assert 22 == 0"}
+    console = SUITE.replace('"outcome":"passed"', '"outcome":"failed"')
+    result, _vm = cell(tmp_path, Recording(console, TOKEN, write_records(failed)))
+    assert result.verdict is Verdict.FAILED
+    assert result.records[0].message == "assert 22 == 0"
+
+
+@pytest.mark.parametrize(
+    ("log", "kind"),
+    [
+        ("panic.log", "panic"),
+        ("oops.log", "oops"),
+        ("warning.log", "warning"),
+        ("kasan.log", "kasan"),
+        ("ubsan.log", "ubsan"),
+        ("lockdep.log", "lockdep"),
+        ("bug.log", "bug"),
+        ("hung-task.log", "hung_task"),
+        ("rcu-stall.log", "rcu_stall"),
+    ],
+)
+def test_every_kernel_report_makes_the_cell_crashed(tmp_path: Path, log: str, kind: str) -> None:
+    """The README promises it; a UBSAN report used to leave the run `passed`."""
+    console = (DATA / log).read_text()
+    result, _vm = cell(tmp_path, Recording(console, TOKEN, write_records(PASSED)))
+    assert result.verdict is Verdict.CRASHED, (log, result.verdict)
+    assert kind in [p.kind for p in result.problems()]
+
+
+def test_a_guest_watchdog_hang_names_the_test_and_keeps_the_stacks(tmp_path: Path) -> None:
+    blocked = (DATA / "blocked-tasks.log").read_text()
+    stuck = "test_revocation.py::test_hang_demo"
+    console = (
+        BOOT + frame("start", kernel="7.2.13-hil") + frame("collected", count=2)
+        + frame("begin", name=PASSED["name"]) + frame("test", name=PASSED["name"], outcome="passed", duration=0.1)
+        + frame("begin", name=stuck) + blocked
+        + frame("done", status="hung", test=stuck, test_elapsed=31.0, test_timeout_s=30, deadline_s=500)
+    )  # fmt: skip
+    result, _vm = cell(tmp_path, Recording(console, TOKEN, write_records(PASSED)))
+    assert result.verdict is Verdict.HUNG
+    lost = [r for r in result.records if r.name == stuck]
+    assert lost and lost[0].outcome == "error"
+    assert f"test {stuck} ran 31.0 s, over its 30 s limit" in lost[0].message
+    assert "blocked: task:python" in lost[0].message
+    assert "blocked_tasks" in [p.kind for p in result.problems()]
+
+
+def test_a_start_up_timeout_is_not_a_hang(tmp_path: Path) -> None:
+    """A slow machine: the guest's deadline passes before pytest has collected anything."""
+    console = BOOT + frame("start", kernel="7.2.13-hil") + frame("done", status="timeout", phase="startup",
+                                                                  deadline_s=25.0, elapsed=25.1)  # fmt: skip
+    result, _vm = cell(tmp_path, Recording(console, TOKEN))
+    assert result.verdict is Verdict.INFRA_ERROR
+    text = "\n".join(str(e) for e in result.evidence)
+    assert "passed during startup" in text and "no test stuck" in text
+
+
+def test_a_host_side_timeout_says_which_test_was_running(tmp_path: Path) -> None:
+    stuck = "test_revocation.py::test_close_waits"
+    console = BOOT + frame("start", kernel="7.2.13-hil") + frame("begin", name=stuck)
+    result, _vm = cell(tmp_path, Recording(console, TOKEN, ending="silent"))
+    assert result.verdict is Verdict.HUNG
+    text = "\n".join(str(e) for e in result.evidence)
+    assert f"test {stuck} had been running for" in text
+    assert [r.name for r in result.records] == [stuck]
+
+
+def test_a_host_side_timeout_during_start_up_says_so(tmp_path: Path) -> None:
+    result, _vm = cell(tmp_path, Recording(BOOT, TOKEN, ending="silent"))
+    text = "\n".join(str(e) for e in result.evidence)
+    assert "while the guest entry was starting (Python start-up)" in text
+
+
+def test_host_byte_checks_still_run_after_the_host_kills_a_hung_guest(tmp_path: Path) -> None:
+    """A passed DMA test's bytes are checked on the host even when a later test hangs the guest and the
+    host kills it: the checks read scratch after the VM is stopped and before scratch goes."""
+    payload = b"\xa5" * 4096
+    good = {"name": "test_data_dma.py::test_dma", "outcome": "passed",
+            "details": {"host_checks": [check_spec("exporter", 0, payload, "edu copied into the BAR")]}}  # fmt: skip
+    bad = {"name": "test_data_dma.py::test_dma_wrong", "outcome": "passed",
+           "details": {"host_checks": [check_spec("exporter", 8192, payload, "never written")]}}  # fmt: skip
+
+    def guest(plan: GuestPlan) -> None:
+        backing = plan.device("exporter").backing
+        assert backing is not None
+        with backing.open("r+b") as f:
+            f.write(payload)
+        write_records(good, bad)(plan)
+
+    console = BOOT + frame("start", kernel="7.2.13-hil") + frame("begin", name="test_revocation.py::test_x")
+    result, _vm = cell(tmp_path, Recording(console, TOKEN, guest, ending="silent"))
+    outcomes = {r.name: r.outcome for r in result.records}
+    assert outcomes["test_data_dma.py::test_dma"] == "passed"
+    assert outcomes["test_data_dma.py::test_dma_wrong"] == "failed"
+    assert result.verdict is Verdict.HUNG
+
+
+def test_scratch_is_removed_after_the_cell(tmp_path: Path) -> None:
+    result, vm = cell(tmp_path, Recording(SUITE, TOKEN, write_records(PASSED)))
+    backing = vm.launch_spec.plan.device("exporter").backing
+    assert backing is not None and not backing.parent.exists()
+    assert result.verdict is Verdict.PASSED
+
+
+def test_a_broken_known_issues_file_leaks_no_scratch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
+
+    from harness import run as run_module
+    from harness.errors import ConfigError
+
+    scratch_root = tmp_path / "tmp"
+    scratch_root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch_root))
+
+    def broken(_path: Path) -> list[object]:
+        raise ConfigError("kernels/known-issues.yaml: [0].test: field required")
+
+    monkeypatch.setattr(run_module, "load_known_issues", broken)
+    with pytest.raises(ConfigError):
+        cell(tmp_path, Recording(SUITE, TOKEN, write_records(PASSED)))
+    assert list(scratch_root.iterdir()) == []
+
+
+def test_a_launch_failure_is_an_infra_error_not_a_verdict_of_the_kernel(tmp_path: Path) -> None:
+    from harness.errors import LaunchError
+
+    with pytest.raises(LaunchError):
+        cell(tmp_path, Recording("", TOKEN, ending="launch-error"))
