@@ -28,8 +28,8 @@ from hil_importer.loader import Manifest
 from hil_importer.p2p import P2pImporter
 from hil_vfio import VfioDevice, errname, region_info
 
+from harness.guest.checks import DETAILS_KEY, Seed, check_spec, load_seeds, seed_bytes
 from harness.guest.plan import GuestPlan
-from harness.hostcheck import DETAILS_KEY, Seed, check_spec, load_seeds, seed_bytes
 
 pytest_plugins = ["hil_importer.fixtures"]
 

@@ -17,7 +17,7 @@ Seeds: before boot the host writes random bytes at SEED_OFFSET of every exporter
 (`write_seeds`) and records them in the run directory (SEEDS_FILE, plus the bytes in one .bin file
 per device), where the guest reads them (`load_seeds`, `seed_bytes`).
 
-Stdlib only, and the pure parts do no I/O: the guest imports this module too.
+The guest's half (seeds, check specs) is harness/guest/checks.py; this module is the host's.
 """
 
 from __future__ import annotations
@@ -32,14 +32,23 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from harness.guest.checks import (
+    DETAILS_KEY,
+    SEED_BLOCK,
+    SEED_LENGTH,
+    SEED_OFFSET,
+    SEEDS_FILE,
+    SEEDS_FORMAT,
+    Seed,
+    check_spec,
+    load_seeds,
+    seed_bytes,
+    seed_file_name,
+)
 from harness.results.model import TestRecord, load_records
 
-SEEDS_FILE = "host-seeds.json"
-SEEDS_FORMAT = 1
-SEED_OFFSET = 1 << 20  # away from offset 0, so that an offset bug cannot pass by accident
-SEED_LENGTH = 4096  # edu's DMA buffer
-SEED_BLOCK = 4096  # dd block size of the raw reproduction (offset and length are multiples)
-DETAILS_KEY = "host_checks"
+__all__ = ["DETAILS_KEY", "Seed", "check_spec", "load_seeds", "seed_bytes"]
+
 RESULTS_KEY = "host_check_results"
 MAX_CHECK_LENGTH = 1 << 30
 _SHOWN_BYTES = 32
@@ -52,25 +61,6 @@ class HostCheckError(ValueError):
 
 
 # --- seeds ----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Seed:
-    """Random bytes the host wrote into `device`'s backing file before boot."""
-
-    device: str
-    offset: int
-    length: int
-    sha256: str
-    file: str  # name of the file in the run directory that holds the bytes
-
-    def to_json(self) -> dict[str, Any]:
-        return {"device": self.device, "offset": self.offset, "length": self.length,
-                "sha256": self.sha256, "file": self.file}  # fmt: skip
-
-
-def seed_file_name(device: str) -> str:
-    return f"host-seed-{device}.bin"
 
 
 def write_seeds(
@@ -106,21 +96,6 @@ def seed_commands(
             for device, path in targets]  # fmt: skip
 
 
-def load_seeds(run_dir: Path) -> list[Seed]:
-    data = json.loads((run_dir / SEEDS_FILE).read_text())
-    if data.get("format") != SEEDS_FORMAT:
-        raise ValueError(f"{run_dir / SEEDS_FILE}: format {data.get('format')!r}, expected {SEEDS_FORMAT}")
-    return [Seed(str(s["device"]), int(s["offset"]), int(s["length"]), str(s["sha256"]), str(s["file"]))
-            for s in data["seeds"]]  # fmt: skip
-
-
-def seed_bytes(run_dir: Path, seed: Seed) -> bytes:
-    data = (run_dir / seed.file).read_bytes()
-    if len(data) != seed.length or hashlib.sha256(data).hexdigest() != seed.sha256:
-        raise ValueError(f"{run_dir / seed.file} does not hold the recorded seed {seed.sha256}")
-    return data
-
-
 # --- checks: specs (guest) ------------------------------------------------------------------------
 
 
@@ -134,12 +109,6 @@ class HostCheck:
 
     def region(self) -> str:
         return f"{self.device} [{self.offset:#x}, +{self.length:#x})"
-
-
-def check_spec(device: str, offset: int, expected: bytes, what: str) -> dict[str, Any]:
-    """What a guest test records so that the host checks `expected` at `offset` of `device`'s file."""
-    return {"device": device, "offset": offset, "length": len(expected),
-            "sha256": hashlib.sha256(expected).hexdigest(), "what": what}  # fmt: skip
 
 
 def parse_checks(details: Mapping[str, Any]) -> list[HostCheck]:

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from harness.cell.request import CellRequest, CellResult, HostFacts
+from harness.guest.checks import check_spec
 from harness.guest.plan import GuestPlan
 from harness.guest.protocol import encode_frame
-from harness.hostcheck import check_spec
 from harness.kernels.kimage import KernelImage
 from harness.results.model import Verdict
 from harness.run import run_cell
@@ -26,7 +26,9 @@ BOOT = (
     "[    3.530393] Run /init as init process\n"
     "[    5.605915] virtme-ng-init: starting script (console fallback)\n"
 )
-FACTS = HostFacts(qemu="qemu-system-x86_64", qemu_version="10.0.2", accel="tcg", accel_reason="test", vng="vng")
+FACTS = HostFacts(
+    qemu="qemu-system-x86_64", qemu_version="10.0.2", accel="tcg", accel_reason="test", vng="vng"
+)
 
 
 def frame(kind: str, **payload: object) -> str:
@@ -81,8 +83,9 @@ def test_a_passing_guest_gives_a_passed_cell_with_its_files_and_timeline(tmp_pat
     assert [(r.name, r.outcome) for r in result.records] == [(PASSED["name"], "passed")]
     stored = json.loads((result.run_dir / "results.json").read_text())
     marks = [m["mark"] for m in stored["meta"]["timeline"]]
-    for mark in ("host_start", "qemu_start", "kernel_banner", "guest_command", "python_up", "tests_collected",
-                 "test_begin", "test_end", "tests_done", "vm_stopped", "host_checks", "results_written"):  # fmt: skip
+    from harness.results.timeline import MARKS
+
+    for mark in (*MARKS, "test_begin", "test_end"):
         assert mark in marks
     assert (result.run_dir / "junit.xml").exists() and (result.run_dir / "console.log").read_text() != ""
     assert vm.shut_down
@@ -123,7 +126,8 @@ def test_a_guest_watchdog_hang_names_the_test_and_keeps_the_stacks(tmp_path: Pat
     stuck = "test_revocation.py::test_hang_demo"
     console = (
         BOOT + frame("start", kernel="7.2.13-hil") + frame("collected", count=2)
-        + frame("begin", name=PASSED["name"]) + frame("test", name=PASSED["name"], outcome="passed", duration=0.1)
+        + frame("begin", name=PASSED["name"])
+        + frame("test", name=PASSED["name"], outcome="passed", duration=0.1)
         + frame("begin", name=stuck) + blocked
         + frame("done", status="hung", test=stuck, test_elapsed=31.0, test_timeout_s=30, deadline_s=500)
     )  # fmt: skip
@@ -166,10 +170,10 @@ def test_host_byte_checks_still_run_after_the_host_kills_a_hung_guest(tmp_path: 
     """A passed DMA test's bytes are checked on the host even when a later test hangs the guest and the
     host kills it: the checks read scratch after the VM is stopped and before scratch goes."""
     payload = b"\xa5" * 4096
-    good = {"name": "test_data_dma.py::test_dma", "outcome": "passed",
-            "details": {"host_checks": [check_spec("exporter", 0, payload, "edu copied into the BAR")]}}  # fmt: skip
-    bad = {"name": "test_data_dma.py::test_dma_wrong", "outcome": "passed",
-           "details": {"host_checks": [check_spec("exporter", 8192, payload, "never written")]}}  # fmt: skip
+    copied = check_spec("exporter", 0, payload, "edu copied into the BAR")
+    never = check_spec("exporter", 8192, payload, "never written")
+    good = {"name": "test_data_dma.py::test_dma", "outcome": "passed", "details": {"host_checks": [copied]}}
+    bad = {"name": "test_data_dma.py::test_wrong", "outcome": "passed", "details": {"host_checks": [never]}}
 
     def guest(plan: GuestPlan) -> None:
         backing = plan.device("exporter").backing
@@ -182,7 +186,7 @@ def test_host_byte_checks_still_run_after_the_host_kills_a_hung_guest(tmp_path: 
     result, _vm = cell(tmp_path, Recording(console, TOKEN, guest, ending="silent"))
     outcomes = {r.name: r.outcome for r in result.records}
     assert outcomes["test_data_dma.py::test_dma"] == "passed"
-    assert outcomes["test_data_dma.py::test_dma_wrong"] == "failed"
+    assert outcomes["test_data_dma.py::test_wrong"] == "failed"
     assert result.verdict is Verdict.HUNG
 
 
@@ -217,3 +221,29 @@ def test_a_launch_failure_is_an_infra_error_not_a_verdict_of_the_kernel(tmp_path
 
     with pytest.raises(LaunchError):
         cell(tmp_path, Recording("", TOKEN, ending="launch-error"))
+
+
+def test_the_real_guest_entry_and_plugin_on_the_host(tmp_path: Path) -> None:
+    """host_entry_vm runs harness.guest.entry as the guest would (frames, plugin, results file), on a
+    tests directory of our own: the whole contract between guest and host without a VM."""
+    from harness.vm.fake import host_entry_vm
+
+    tests = tmp_path / "guest_tests"
+    tests.mkdir()
+    (tests / "test_tiny.py").write_text(
+        "def test_ok(hil_details):\n    hil_details['seen'] = 1\n\n"
+        "def test_bad():\n    assert 1 + 1 == 3\n"
+    )
+    req = CellRequest(
+        topology="switch-p2p", kernel_spec="src:debian-7.2", select=None, timeout=120, idle_timeout=60,
+        out=tmp_path / "run",
+    )  # fmt: skip
+    result = run_cell(
+        req, load_topology("switch-p2p"), kernel(tmp_path), FACTS, tmp_path, lambda _m: None,
+        vm_factory=host_entry_vm, tests_dir=tests,
+    )  # fmt: skip
+    outcomes = {r.name: r.outcome for r in result.records}
+    assert outcomes == {"test_tiny.py::test_ok": "passed", "test_tiny.py::test_bad": "failed"}
+    assert result.verdict is Verdict.FAILED
+    marks = {m["mark"] for m in result.meta.timeline}
+    assert {"python_up", "tests_collected", "tests_done", "vm_stopped"} <= marks

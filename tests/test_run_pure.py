@@ -3,16 +3,16 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from harness.console.events import scan
-from harness.guest.protocol import encode_frame
-from harness.results.known_issues import KnownIssue
-from harness.results.model import GuestEnd, TestRecord, interrupted_record
 from harness.cell.request import CellRequest
 from harness.cell.setup import harness_command
+from harness.console.events import scan
 from harness.console.watch import ConsoleWatch as _Watch
 from harness.console.watch import first_cause as _first_cause
 from harness.console.watch import guest_end_of, qemu_abort_line
 from harness.console.watch import observe as _observe
+from harness.guest.protocol import encode_frame
+from harness.results.known_issues import KnownIssue
+from harness.results.model import GuestEnd, TestRecord, interrupted_record
 from harness.run import known_issue_judge
 
 ABORT = (

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from harness.vm.host_agent import read_response, write_request
+from harness.guest.agent import read_response, write_request
 
 RESPONSE_TIMEOUT_S = 30.0
 _POLL_S = 0.1

@@ -4,7 +4,7 @@
 
 kind is one of KINDS (harness.console.events parses them on the host):
     start  {"kernel", "python", "machine"}       the guest entry is running
-    collected {"count", "t"}                      pytest collected the tests (t: seconds since the entry started)
+    collected {"count", ...}                      pytest collected the tests
     begin  {"name"}                               a test starts (names it if the guest dies in it)
     test   {"name", "outcome", "duration"}        a test finished; its record is already on disk
     done   {"status": "finished", "exit_code", "elapsed"}

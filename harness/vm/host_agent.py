@@ -30,20 +30,25 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import queue
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.guest.agent import (
+    REQUESTS_DIR,
+    RESPONSES_DIR,
+    Request,
+    RequestError,
+    parse_request,
+    read_response,
+    write_request,
+)
 from harness.jsonfile import write_record
 from harness.sizes import parse_size
 
-REQUESTS_DIR = "requests"
-RESPONSES_DIR = "responses"
 QMP_TIMEOUT_S = 10.0
 DUPLICATE_RETRY_S = 15.0
 _RETRY_PAUSE_S = 0.25
@@ -56,32 +61,6 @@ Progress = Callable[[str], None]
 
 class QmpCommandError(RuntimeError):
     """QEMU refused a command (its error class and description), or QMP was unreachable."""
-
-
-class RequestError(ValueError):
-    """A request file the agent cannot act on."""
-
-
-@dataclass(frozen=True)
-class Request:
-    name: str
-    op: str
-    device: str
-
-
-def parse_request(name: str, text: str) -> Request:
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise RequestError(f"not JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise RequestError("expected a JSON object")
-    op, device = data.get("op"), data.get("id")
-    if op not in ("device_del", "device_add"):
-        raise RequestError(f"unknown op {op!r} (device_del, device_add)")
-    if not isinstance(device, str) or not device:
-        raise RequestError("id: expected a device id")
-    return Request(name, op, device)
 
 
 def _options(qemu_args: Sequence[str], flag: str, type_key: str) -> dict[str, dict[str, str]]:
@@ -268,26 +247,6 @@ class HostAgent:
                 if "uplicate" not in str(exc) or time.monotonic() > deadline or self._stop.is_set():
                     raise
                 time.sleep(_RETRY_PAUSE_S)
-
-
-def guest_request_path(run_dir: Path, name: str) -> Path:
-    return run_dir / REQUESTS_DIR / f"{name}.json"
-
-
-def write_request(run_dir: Path, name: str, op: str, device: str) -> Path:
-    """The guest's side: put a request where the agent looks (used by the guest tests' helper)."""
-    path = guest_request_path(run_dir, name)
-    write_record(path, {"op": op, "id": device})
-    return path
-
-
-def read_response(run_dir: Path, name: str) -> dict[str, Any] | None:
-    path = run_dir / RESPONSES_DIR / f"{name}.json"
-    try:
-        data: dict[str, Any] = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    return data
 
 
 __all__ = [
