@@ -57,7 +57,7 @@ from harness.results.model import (
     verdict,
 )
 from harness.results.report import summary_table
-from harness.results.timeline import breakdown_line
+from harness.results.timeline import breakdown_line, marks_from_json
 from harness.results.write import Evidence, write_junit, write_reproduce, write_results_json
 from harness.topology import Topology, backing_files, lay_out
 from harness.vm.command import guarded_argv, vng_argv
@@ -233,7 +233,6 @@ def run_cell(
     result_verdict = verdict(records, end, selected=req.select is not None)
     write_results_json(run_dir / "results.json", meta, records, result_verdict, evidence)
     write_junit(run_dir / "junit.xml", meta, records)
-    progress(f"time: {breakdown_line(seen.timeline.marks())}")
     return CellResult(run_dir, meta, records, result_verdict, evidence)
 
 
@@ -274,6 +273,7 @@ def _done_reason(seen: ConsoleWatch) -> str | None:
 
 def print_cell(result: CellResult, out: Callable[[str], None]) -> None:
     out(summary_table(result.meta, result.records, result.verdict))
+    out(f"time: {breakdown_line(marks_from_json(result.meta.timeline))}")
     for item in result.evidence:
         out(f"{item.kind}:\n{item.excerpt}" if isinstance(item, KernelProblem) else item)
     out(f"results: {result.run_dir}")

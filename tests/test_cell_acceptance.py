@@ -4,7 +4,7 @@ and everything above the console (watching, records, byte checks, known issues, 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
@@ -41,7 +41,7 @@ def kernel(tmp_path: Path) -> KernelImage:
     return KernelImage(spec="src:debian-7.2", version="7.2.13-hil", image=image)
 
 
-def write_records(*records: dict[str, object]) -> Callable[[GuestPlan], None]:
+def write_records(*records: Mapping[str, object]) -> Callable[[GuestPlan], None]:
     def guest(plan: GuestPlan) -> None:
         with plan.results_path.open("a") as out:
             for record in records:
@@ -247,3 +247,15 @@ def test_the_real_guest_entry_and_plugin_on_the_host(tmp_path: Path) -> None:
     assert result.verdict is Verdict.FAILED
     marks = {m["mark"] for m in result.meta.timeline}
     assert {"python_up", "tests_collected", "tests_done", "vm_stopped"} <= marks
+
+
+def test_the_report_says_where_the_time_went(tmp_path: Path) -> None:
+    from harness.run import print_cell
+
+    result, _vm = cell(tmp_path, Recording(SUITE, TOKEN, write_records(PASSED)))
+    lines: list[str] = []
+    print_cell(result, lines.append)
+    time_line = next(line for line in lines if line.startswith("time: "))
+    for phase in ("launch", "firmware+kernel", "python", "collect", "tests", "power-off", "host"):
+        assert f"{phase} " in time_line
+    assert "not reached" not in time_line

@@ -9,7 +9,7 @@ one line `hil run` prints per cell.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 # The instants a cell can have, in the order they happen. A cell that dies early has a prefix of them
@@ -67,6 +67,11 @@ class Timeline:
 
     def to_json(self) -> list[dict[str, object]]:
         return [{"mark": m.name, "t": m.t, **({"detail": m.detail} if m.detail else {})} for m in self._marks]
+
+
+def marks_from_json(raw: Sequence[Mapping[str, object]]) -> list[Mark]:
+    """The marks as results.json keeps them (RunMeta.timeline)."""
+    return [Mark(str(m["mark"]), float(str(m["t"])), str(m.get("detail", ""))) for m in raw]
 
 
 def phases(marks: Sequence[Mark]) -> list[tuple[str, float]]:
