@@ -16,8 +16,17 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from hil_importer.case import BAR, ImportCase, collection_plan, expectation, importer_ids, require_feature
-from hil_importer.expect import ROUTES, Expected, expected_list, mismatches
+from hil_importer.case import BAR, ImportCase, collection_plan, require_feature
+from hil_importer.expect import (
+    ROUTES,
+    Expected,
+    MissingExpectationError,
+    expected_list,
+    mismatches,
+    pair_expectation,
+    predicted_route,
+    topology_pairs,
+)
 from hil_importer.kprobes import ROUTE_MAP_TYPE, KprobeUnavailableError, RoutingProbe, decision
 from hil_importer.loader import Manifest
 from hil_importer.p2p import P2pImporter
@@ -33,13 +42,8 @@ GIB = 1 << 30
 
 
 def _pairs(raw: dict[str, Any] | None) -> list[tuple[str, str]]:
-    if raw is None:
-        return [("exporter", "importer")]
-    listed = [(str(e["exporter"]), str(e["importer"])) for e in raw.get("expectations") or []]
-    if listed:
-        return listed
-    exporters = [d["id"] for d in raw.get("devices", []) if d.get("role") == "exporter"]
-    return [(e, i) for e in exporters for i in importer_ids(raw)] or [("exporter", "importer")]
+    # The topology's pairs, predicted or not; outside a guest run (no plan) one placeholder pair.
+    return topology_pairs(raw) or [("exporter", "importer")]
 
 
 def _bar_size(raw: dict[str, Any] | None, exporter_id: str) -> int:
@@ -76,21 +80,38 @@ def routing_probe() -> Iterator[RoutingProbe]:
         probe.close()
 
 
+def _predicted(raw: dict[str, Any] | None, pair: tuple[str, str]) -> str:
+    """The oracle's route for the pair; a pair of the topology without one FAILS (never skips)."""
+    try:
+        route = predicted_route(raw, *pair)
+    except MissingExpectationError as exc:
+        pytest.fail(str(exc))
+    assert route in ROUTES, f"the oracle predicts an unknown route {route!r} for {pair[0]} -> {pair[1]}"
+    return route
+
+
 def _route(case: ImportCase, pair: tuple[str, str]) -> str:
-    exporter_id, importer_id = pair
+    exporter_id, _ = pair
     if case.exporter_spec.id != exporter_id:
         pytest.skip(f"the exporter fixture serves {case.exporter_spec.id}, not {exporter_id}")
-    route = case.route(importer_id)
-    assert route in ROUTES, f"the oracle predicts an unknown route {route!r}"
-    return route
+    return _predicted(case.raw, pair)
+
+
+@pytest.mark.parametrize("pair", PAIRS)
+def test_oracle_predicts_pair(
+    raw_plan: dict[str, Any], hil_details: dict[str, Any], pair: tuple[str, str]
+) -> None:
+    """Needs no device, module or kernel feature: on a kernel where the rest of the suite skips, an oracle
+    that predicts nothing for a pair still fails the run."""
+    hil_details["route"] = _predicted(raw_plan, pair)
 
 
 @pytest.mark.parametrize(("pair", "shape"), CASES)
 def test_dma_list_matches_route(
     case: ImportCase, p2p: P2pImporter, p2p_module: Manifest, pair: tuple[str, str], shape: str
 ) -> None:
-    require_feature(p2p_module, "revoke_callback")
     route = _route(case, pair)
+    require_feature(p2p_module, "revoke_callback")
     importer_id = pair[1]
     ranges = export_shapes(case.bar_size)[shape]
     bar2 = bar(case.exporter.bdf, BAR)
@@ -120,7 +141,7 @@ def test_dma_list_matches_route(
 
 def _check_oracle_count(case: ImportCase, importer_id: str, shape: str, want: Expected) -> None:
     """The host oracle's entry count for this shape, when the plan carries it, must agree with ours."""
-    counts = expectation(case.raw, case.exporter_spec.id, importer_id).get("sg_entries_for") or {}
+    counts = pair_expectation(case.raw, case.exporter_spec.id, importer_id).get("sg_entries_for") or {}
     if shape not in counts:
         return
     oracle = counts[shape]
@@ -137,8 +158,8 @@ def test_kernel_decision_matches_route(
     routing_probe: RoutingProbe,
     pair: tuple[str, str],
 ) -> None:
-    require_feature(p2p_module, "revoke_callback")
     route = _route(case, pair)
+    require_feature(p2p_module, "revoke_callback")
     dev = case.function(pair[1])
     handle = p2p.attach(case.export(), dev, dma_mask_bits=MASK_BITS).handle
     with routing_probe.watch() as events:
@@ -168,8 +189,8 @@ def test_iova_over_4g_needs_dma_mask(
     dma_iova_try_alloc() fails, the per-range dma_map_phys() fallback cannot allocate either, and
     dma_mapping_error() turns DMA_MAPPING_ERROR into -ENOMEM.
     """
-    require_feature(p2p_module, "revoke_callback")
     route = _route(case, pair)
+    require_feature(p2p_module, "revoke_callback")
     if route != "host_bridge_iova" or case.bar_size <= 4 * GIB:
         pytest.skip(
             f"needs route host_bridge_iova and a BAR over 4 GiB (route {route}, BAR {case.bar_size:#x})"
@@ -195,8 +216,8 @@ def test_iova_ranges_linked_at_their_offsets(
 ) -> None:
     """A multi-range buffer through an IOVA: dma_iova_link() must place range i at the sum of the lengths
     before it, or the ranges overlap in the one span (and the list cannot describe the buffer)."""
-    require_feature(p2p_module, "revoke_callback")
     route = _route(case, pair)
+    require_feature(p2p_module, "revoke_callback")
     if route != "host_bridge_iova":
         pytest.skip(f"needs route host_bridge_iova (route {route})")
     if not routing_probe.iova_link:

@@ -8,6 +8,7 @@ directory).
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 import socket
@@ -46,9 +47,8 @@ from harness.guest.plan import dump_plan
 from harness.hostcheck import RunByteChecks
 from harness.kernels.image import KernelImage
 from harness.paths import GUEST_TESTS_DIR, KERNELS_DIR, REPO_ROOT
-from harness.results.known_issues import KnownIssue, apply_known_issues, load_known_issues
+from harness.results.known_issues import KnownIssue, apply_known_issues, judge_test_frame, load_known_issues
 from harness.results.model import (
-    OUTCOMES,
     GuestEnd,
     RunMeta,
     TestRecord,
@@ -85,14 +85,9 @@ GUEST_WATCHDOG_MARGIN_S = 15.0
 
 def known_issue_judge(entries: Sequence[KnownIssue], kernel_version: str, topology: str) -> Judge:
     """A test's live outcome after the known issues (a failure they excuse shows as xfailed at once)."""
-
-    def judge(name: str, outcome: str) -> str:
-        if outcome not in OUTCOMES:
-            return outcome
-        record = TestRecord(name, outcome)
-        return apply_known_issues([record], entries, kernel_version, topology)[0].outcome
-
-    return judge
+    return functools.partial(
+        judge_test_frame, entries=entries, kernel_version=kernel_version, topology=topology
+    )
 
 
 def _prepare_run_dir(run_dir: Path) -> None:

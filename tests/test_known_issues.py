@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from harness.errors import ConfigError
 from harness.paths import GUEST_TESTS_DIR
@@ -12,6 +14,7 @@ from harness.results.known_issues import (
     KNOWN_ISSUES_FILE,
     KnownIssue,
     apply_known_issues,
+    judge_test_frame,
     load_known_issues,
     parse_known_issues,
     version_key,
@@ -29,11 +32,13 @@ ENTRY_YAML = """
   analysis: |
     pci_p2pdma_distance() treats the ACS redirect as host-bridge routing.
     Fixed by "PCI/P2PDMA: honour ACS P2P egress control" in 7.3-rc1.
+  expected_failure: {errno: EINVAL, message: 'assert 0 == [0-9]+'}
 - test: "test_iommu.py::*"
   kernels: ["7.2.13"]
   reason: iommu=pt makes dma-buf import fall back to bounce buffers
   reference: 0123456789abcdef0123456789abcdef01234567
   analysis: Seen only with the Debian build; under investigation upstream.
+  expected_failure: {message: bounce}
 """
 
 
@@ -60,39 +65,59 @@ def test_parse_valid_entries() -> None:
     assert second.kernels == ["7.2.13"]
 
 
+_VALID = {
+    "test": "a",
+    "kernels": ["7.2"],
+    "reason": "r",
+    "reference": "x",
+    "analysis": "y",
+    "expected_failure": {"errno": "EIO"},
+}
+
+
+def _entry(**fields: Any) -> str:
+    """A one-entry file: a valid entry with `fields` replaced (None drops the field)."""
+    entry = {k: v for k, v in {**_VALID, **fields}.items() if v is not None}
+    return yaml.safe_dump([entry], default_flow_style=True, sort_keys=False)
+
+
 @pytest.mark.parametrize(
     ("text", "where", "what"),
     [
+        (_entry(owner="me"), "f.yaml: [0].owner", "Extra inputs are not permitted"),
+        (_entry(reason=None), "f.yaml: [0].reason", "Field required"),
+        (_entry(kernels=[7.2]), "f.yaml: [0].kernels[0]", "valid string"),
+        (_entry(kernels=["7.2", "~7.2"]), "f.yaml: [0].kernels", "'~7.2' is not a kernel version spec"),
+        (_entry(kernels=[]), "f.yaml: [0].kernels", "at least 1"),
+        (_entry(topologies=[]), "f.yaml: [0].topologies", "at least 1"),
+        (_entry(test=""), "f.yaml: [0].test", "at least 1"),
+        # An entry must name the failure it analysed, or it would excuse any failure of its test.
+        (_entry(expected_failure=None), "f.yaml: [0].expected_failure", "Field required"),
+        (_entry(expected_failure={}), "f.yaml: [0].expected_failure", "name the analysed failure"),
         (
-            "- {test: a, kernels: ['7.2'], reason: r, reference: x, analysis: y, owner: me}",
-            "f.yaml: [0].owner",
+            _entry(expected_failure={"errno": None, "message": None}),
+            "f.yaml: [0].expected_failure",
+            "name the analysed failure",
+        ),
+        (
+            _entry(expected_failure={"errno": "EWHATEVER"}),
+            "f.yaml: [0].expected_failure.errno",
+            "'EWHATEVER' is not an errno symbol",
+        ),
+        (
+            _entry(expected_failure={"errno": "98"}),
+            "f.yaml: [0].expected_failure.errno",
+            "'98' is not an errno symbol",
+        ),
+        (
+            _entry(expected_failure={"message": "map failed ("}),
+            "f.yaml: [0].expected_failure.message",
+            "is not a regular expression",
+        ),
+        (
+            _entry(expected_failure={"errno": "EINVAL", "why": "x"}),
+            "f.yaml: [0].expected_failure.why",
             "Extra inputs are not permitted",
-        ),
-        ("- {test: a, kernels: ['7.2'], reference: x, analysis: y}", "f.yaml: [0].reason", "Field required"),
-        (
-            "- {test: a, kernels: [7.2], reason: r, reference: x, analysis: y}",
-            "f.yaml: [0].kernels[0]",
-            "valid string",
-        ),
-        (
-            "- {test: a, kernels: ['7.2', '~7.2'], reason: r, reference: x, analysis: y}",
-            "f.yaml: [0].kernels",
-            "'~7.2' is not a kernel version spec",
-        ),
-        (
-            "- {test: a, kernels: [], reason: r, reference: x, analysis: y}",
-            "f.yaml: [0].kernels",
-            "at least 1",
-        ),
-        (
-            "- {test: a, kernels: ['7.2'], topologies: [], reason: r, reference: x, analysis: y}",
-            "f.yaml: [0].topologies",
-            "at least 1",
-        ),
-        (
-            "- {test: '', kernels: ['7.2'], reason: r, reference: x, analysis: y}",
-            "f.yaml: [0].test",
-            "at least 1",
         ),
         ("test: a", "f.yaml", "must be a list of entries"),
         ("- ok\n- [unclosed", "f.yaml:2", "not valid YAML"),
@@ -152,7 +177,11 @@ def test_version_key_orders_rcs_before_the_release() -> None:
 # -- applying ------------------------------------------------------------------------------------
 
 FAILED = TestRecord(
-    "test_p2p.py::test_map_dmabuf[exporter-importer]", "failed", 0.9, "assert 0 == 4096", {"mapped": 0}
+    "test_p2p.py::test_map_dmabuf[exporter-importer]",
+    "failed",
+    0.9,
+    "assert 0 == 4096",
+    {"mapped": 0, "map_errno": "EINVAL"},
 )
 
 
@@ -169,6 +198,83 @@ def test_failure_matching_an_entry_becomes_xfailed() -> None:
     assert entry["reference"].startswith("https://lore.kernel.org/")
     assert entry["analysis"].startswith("pci_p2pdma_distance() treats the ACS redirect")
     assert (record.name, record.duration) == (FAILED.name, FAILED.duration)
+
+
+def _routing_failure(test: str, map_errno: str, message: str) -> TestRecord:
+    """A failed multi-range routing record on switch-p2p-amd, as guest_tests/test_routing.py writes it."""
+    return TestRecord(f"test_routing.py::{test}", "failed", 0.3, message, {"route": "host_bridge_iova",
+                      "map_errno": map_errno})  # fmt: skip
+
+
+MAP_FAILED = "Failed: host_bridge_iova multi: map failed ([Errno {}] HIL_P2P_IOC_MAP: {}); due: 1 entries"
+EADDRINUSE_MAP = MAP_FAILED.format(98, "Address already in use (EADDRINUSE)")
+EINVAL_MAP = MAP_FAILED.format(22, "Invalid argument (EINVAL)")
+LINKED_AT_0 = "AssertionError: dma_iova_link calls: ['+0x0 len 0x1000 -> 0', '+0x0 len 0x10000 -> -98']"
+
+
+def test_shipped_entries_excuse_only_the_analysed_eaddrinuse() -> None:
+    """A host bridge that refuses the route (EINVAL) is not the multi-range IOVA bug (EADDRINUSE)."""
+    analysed = [
+        _routing_failure("test_dma_list_matches_route[exporter-dma-multi]", "EADDRINUSE", EADDRINUSE_MAP),
+        _routing_failure("test_iova_ranges_linked_at_their_offsets[exporter-dma]", "EADDRINUSE", LINKED_AT_0),
+    ]
+    refused = [
+        _routing_failure("test_dma_list_matches_route[exporter-dma-multi]", "EINVAL", EINVAL_MAP),
+        _routing_failure("test_iova_ranges_linked_at_their_offsets[exporter-dma]", "EINVAL",
+                         "AssertionError: dma_iova_link calls: []"),
+    ]  # fmt: skip
+    shipped = load_known_issues()
+    kernel, topology = "7.2.13-hil", "switch-p2p-amd"
+    assert [r.outcome for r in apply_known_issues(analysed, shipped, kernel, topology)] == ["xfailed"] * 2
+    judged = apply_known_issues(refused, shipped, kernel, topology)
+    assert [r.outcome for r in judged] == ["failed", "failed"]
+    assert verdict(judged, GuestEnd.DONE) is Verdict.FAILED
+    for before, after in zip(refused, judged, strict=True):
+        assert after.message.startswith(
+            "not the known issue's failure: expected errno EADDRINUSE, but it recorded map_errno=EINVAL; "
+            f"failure: {before.message}; known issue: multi-range export through the host bridge"
+        ), after.message
+        assert "known_issue" not in after.details  # the key says an entry applied; this one did not
+        unmatched = after.details["known_issue_not_matched"]
+        assert unmatched["mismatch"] == "it recorded map_errno=EINVAL"
+        assert unmatched["expected_failure"] == {"errno": "EADDRINUSE", "message": None}
+        assert after.details["map_errno"] == "EINVAL"  # what the test recorded stays
+
+
+@pytest.mark.parametrize(
+    ("expected", "details", "message", "mismatch"),
+    [
+        ({"errno": "EADDRINUSE"}, {"map_errno": "EADDRINUSE"}, "", None),
+        ({"errno": "EADDRINUSE"}, {"map_errno": "EINVAL"}, "", "it recorded map_errno=EINVAL"),
+        ({"errno": "EADDRINUSE"}, {"mapped": 0}, "assert 0", "the test recorded no errno"),
+        # Every errno the test recorded must be the analysed one: a second, different one is another failure.
+        (
+            {"errno": "EIO"},
+            {"errno": "EIO", "reset_errno": "ENODEV"},
+            "",
+            "it recorded errno=EIO, reset_errno=ENODEV",
+        ),
+        ({"errno": "EWOULDBLOCK"}, {"errno": "EAGAIN"}, "", None),  # one errno, two names
+        ({"errno": "EINVAL"}, {"errno": "22"}, "", None),  # a number errname() had no symbol for
+        ({"message": "map failed .*EADDRINUSE"}, {}, EADDRINUSE_MAP, None),
+        ({"message": "map failed .*EADDRINUSE"}, {}, EINVAL_MAP, "its message does not match"),
+        ({"errno": "EINVAL", "message": "^Failed: "}, {"map_errno": "EINVAL"}, EINVAL_MAP, None),
+        (
+            {"errno": "EINVAL", "message": "EADDRINUSE"},
+            {"map_errno": "EBUSY"},
+            EINVAL_MAP,
+            "it recorded map_errno=EBUSY; its message does not match",
+        ),
+    ],
+)
+def test_expected_failure_must_match_the_record(
+    expected: dict[str, str], details: dict[str, Any], message: str, mismatch: str | None
+) -> None:
+    entry = parse_known_issues(_entry(test="t.py::x", expected_failure=expected), "f.yaml")[0]
+    record = TestRecord("t.py::x", "failed", 0.1, message, details)
+    assert entry.expected_failure.mismatch(record) == mismatch
+    (judged,) = apply_known_issues([record], [entry], "7.2.1", "any")
+    assert judged.outcome == ("xfailed" if mismatch is None else "failed")
 
 
 def test_pass_matching_an_entry_is_an_unexpected_pass_that_fails_the_run() -> None:
@@ -203,7 +309,26 @@ def test_records_left_alone(record: TestRecord, kernel: str, topology: str) -> N
 
 def test_glob_entry_and_first_match_wins() -> None:
     wide = parse_known_issues(
-        "- {test: 'test_p2p.py::*', kernels: ['7.2'], reason: wide, reference: r, analysis: a}", "w.yaml"
+        "- {test: 'test_p2p.py::*', kernels: ['7.2'], reason: wide, reference: r, analysis: a,"
+        " expected_failure: {errno: EINVAL}}",
+        "w.yaml",
     )
     (record,) = apply_known_issues([FAILED], [*wide, *entries()], "7.2.13", "switch-p2p")
     assert record.message.startswith("known issue: wide [r]")
+
+
+def test_live_view_judges_a_test_frame_as_the_report_judges_its_record() -> None:
+    shipped = load_known_issues()
+    name = "test_routing.py::test_dma_list_matches_route[exporter-dma-multi]"
+    for map_errno, message in (("EADDRINUSE", EADDRINUSE_MAP), ("EINVAL", EINVAL_MAP)):
+        record = _routing_failure("test_dma_list_matches_route[exporter-dma-multi]", map_errno, message)
+        (reported,) = apply_known_issues([record], shipped, "7.2.13-hil", "switch-p2p-amd")
+        frame = {"name": name, "outcome": "failed", "duration": 0.3, "message": message,
+                 "details": {"map_errno": map_errno}}  # fmt: skip
+        assert judge_test_frame(frame, shipped, "7.2.13-hil", "switch-p2p-amd") == reported.outcome
+    passed = {"name": name, "outcome": "passed"}
+    assert judge_test_frame(passed, shipped, "7.2.13-hil", "switch-p2p-amd") == "xpassed"
+    assert judge_test_frame({"name": name, "outcome": "?"}, shipped, "7.2.13-hil", "switch-p2p-amd") == "?"
+    # A frame with name and outcome only cannot show that the failure is the known one.
+    bare = {"name": name, "outcome": "failed"}
+    assert judge_test_frame(bare, shipped, "7.2.13-hil", "switch-p2p-amd") == "failed"

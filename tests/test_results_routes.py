@@ -79,3 +79,39 @@ def test_table_marks_where_the_kernel_disagrees_with_the_oracle() -> None:
 def test_no_routing_records_no_table() -> None:
     assert route_rows(META, RECORDS[:1]) == []
     assert routes_table([]) == ""
+
+
+def test_a_pair_nothing_was_observed_on_says_so_and_compares_nothing() -> None:
+    """Stock kernel: the decision test skips before the kprobe sees anything; the oracle test still ran."""
+    skipped = "hil_p2p_importer: kernel debian:7.2 has no build tree"
+    records = [
+        TestRecord(
+            "test_routing.py::test_oracle_predicts_pair[exporter-importer]",
+            "passed",
+            0.0,
+            "",
+            {"route": "bus_addr"},
+        ),
+        TestRecord(
+            "test_routing.py::test_kernel_decision_matches_route[exporter-importer]", "skipped", 0.0, skipped
+        ),
+        TestRecord(
+            "test_routing.py::test_kernel_decision_matches_route[exporter-dma]", "skipped", 0.0, skipped
+        ),
+        _decision("exporter-edu", "refused", {}, "failed"),  # recorded, but the probe saw no decision
+    ]
+    rows = route_rows(META, records)
+    assert [(r.pair, r.predicted, r.decided) for r in rows] == [
+        ("exporter-importer", "bus_addr", "not observed"),
+        ("exporter-dma", "-", "not observed"),
+        ("exporter-edu", "refused", "not observed"),
+    ]
+    lines = routes_table(rows).splitlines()[2:]
+    assert [line.split()[:4] for line in lines] == [
+        ["switch-p2p-amd", "exporter->importer", "bus_addr", "not"],
+        ["switch-p2p-amd", "exporter->dma", "-", "not"],
+        ["switch-p2p-amd", "exporter->edu", "refused", "not"],
+    ]
+    for line in lines:
+        assert " not observed " in line
+        assert "==" not in line and "!=" not in line, line

@@ -11,7 +11,7 @@ from harness.console.watch import first_cause as _first_cause
 from harness.console.watch import guest_end_of, qemu_abort_line
 from harness.console.watch import observe as _observe
 from harness.guest.protocol import encode_frame
-from harness.results.known_issues import KnownIssue
+from harness.results.known_issues import ExpectedFailure, KnownIssue
 from harness.results.model import GuestEnd, TestRecord, interrupted_record
 from harness.run import known_issue_judge
 
@@ -138,10 +138,17 @@ def test_live_progress_shows_a_known_issue_as_the_report_will() -> None:
         reason="r",
         reference="ref",
         analysis="a",
+        expected_failure=ExpectedFailure(errno="EADDRINUSE"),
     )
     judge = known_issue_judge([entry], "7.2.13-hil", "switch-p2p-amd")
-    assert judge("t.py::multi", "failed") == "xfailed"
-    assert judge("t.py::multi", "passed") == "xpassed"
-    assert judge("t.py::other", "failed") == "failed"
-    assert known_issue_judge([entry], "7.4.1", "switch-p2p-amd")("t.py::multi", "failed") == "failed"
-    assert judge("t.py::multi", "?") == "?"
+
+    def frame(name: str, outcome: str, errno: str | None = None) -> dict[str, object]:
+        return {"name": name, "outcome": outcome, "details": {"map_errno": errno} if errno else {}}
+
+    assert judge(frame("t.py::multi", "failed", "EADDRINUSE")) == "xfailed"
+    assert judge(frame("t.py::multi", "failed", "EINVAL")) == "failed", "not the analysed failure"
+    assert judge(frame("t.py::multi", "passed")) == "xpassed"
+    assert judge(frame("t.py::other", "failed", "EADDRINUSE")) == "failed"
+    other_kernel = known_issue_judge([entry], "7.4.1", "switch-p2p-amd")
+    assert other_kernel(frame("t.py::multi", "failed", "EADDRINUSE")) == "failed"
+    assert judge(frame("t.py::multi", "?")) == "?"

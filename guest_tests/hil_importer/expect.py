@@ -10,19 +10,69 @@ The mapping code, restated:
 - THRU_HOST_BRIDGE without IOVA (identity domain, no IOMMU): dma_map_phys() per range = the physical
   address with dma-direct, one span per range, split as above.
 - anything else: -EINVAL, and no list.
+
+And which route each pair must take: the host oracle's prediction, read from the plan (topology_pairs,
+predicted_route).
 """
 
 from __future__ import annotations
 
 import errno
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from harness.guest.shapes import MAX_SG_ENT_SZ, PAGE
 from hil_importer.sg import DmaList, SgEntry
 
 ROUTES = ("bus_addr", "host_bridge_iova", "host_bridge_direct", "refused")
 REFUSED_ERRNO = errno.EINVAL
+
+
+class MissingExpectationError(LookupError):
+    """The plan carries no oracle prediction for a pair of the topology: the pair cannot be checked."""
+
+
+def topology_pairs(raw: Mapping[str, Any] | None) -> list[tuple[str, str]]:
+    """Every (exporter, importer) pair of the plan's devices, as the host oracle pairs them (each exporter
+    against each device with role importer or dma), then any further pair the expectations name.
+
+    From the devices, not from the expectations: a pair the oracle left out must still get its tests,
+    which then fail for want of a prediction instead of never being collected.
+    """
+    if raw is None:
+        return []
+    devices = raw.get("devices") or []
+    exporters = [str(d["id"]) for d in devices if d.get("role") == "exporter"]
+    importers = [str(d["id"]) for d in devices if d.get("role") in ("importer", "dma")]
+    pairs = [(e, i) for e in exporters for i in importers if i != e]
+    for exp in raw.get("expectations") or []:
+        pair = (str(exp.get("exporter")), str(exp.get("importer")))
+        if pair not in pairs:
+            pairs.append(pair)
+    return pairs
+
+
+def pair_expectation(raw: Mapping[str, Any] | None, exporter_id: str, importer_id: str) -> dict[str, Any]:
+    """The oracle's prediction for the pair; MissingExpectationError, naming the pair, when the plan has
+    none (a skip there would let an oracle that predicts nothing turn the routing suite green)."""
+    expectations = (raw or {}).get("expectations") or []
+    for exp in expectations:
+        if exp.get("exporter") == exporter_id and exp.get("importer") == importer_id:
+            if not isinstance(exp.get("route"), str):
+                raise MissingExpectationError(
+                    f"the plan's expectation for {exporter_id} -> {importer_id} names no route: {exp}"
+                )
+            return dict(exp)
+    predicted = ", ".join(f"{e.get('exporter')} -> {e.get('importer')}" for e in expectations) or "none"
+    raise MissingExpectationError(
+        f"the plan has no routing expectation for the pair {exporter_id} -> {importer_id} "
+        f"(the oracle's predictions in the plan: {predicted})"
+    )
+
+
+def predicted_route(raw: Mapping[str, Any] | None, exporter_id: str, importer_id: str) -> str:
+    return str(pair_expectation(raw, exporter_id, importer_id)["route"])
 
 
 def split_span(addr: int, length: int) -> list[SgEntry]:

@@ -8,7 +8,7 @@ here: the caller passes the time of each event.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import get_args
 
@@ -18,8 +18,9 @@ from harness.results.model import GuestEnd
 from harness.results.timeline import Timeline
 
 Progress = Callable[[str], None]
-# What the live progress line shows for a finished test: the outcome as the report will judge it.
-Judge = Callable[[str, str], str]
+# What the live progress line shows for a finished test (from its `test` frame): the outcome as the
+# report will judge it.
+Judge = Callable[[Mapping[str, object]], str]
 
 # Kernel reports that are evidence, not a crash: the guest watchdog's sysrq-w dump of blocked tasks.
 EVIDENCE_ONLY: frozenset[ProblemKind] = frozenset({"blocked_tasks"})
@@ -46,8 +47,8 @@ class ConsoleWatch:
     timeline: Timeline = field(default_factory=Timeline)
 
 
-def as_reported(name: str, outcome: str) -> str:
-    return outcome
+def as_reported(payload: Mapping[str, object]) -> str:
+    return str(payload.get("outcome", "?"))
 
 
 def observe(
@@ -84,7 +85,7 @@ def _marker(event: Marker, seen: ConsoleWatch, now: float, progress: Progress, j
         if name == seen.running:
             seen.running = None
         seen.timeline.mark("test_end", now, name)
-        shown = judge(name, str(p.get("outcome", "?")))
+        shown = judge(p)
         progress(f"  {shown:8} {name} ({float(str(p.get('duration', 0))):.2f} s)")
     elif event.kind == "done":
         seen.done = dict(p)

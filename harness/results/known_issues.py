@@ -1,25 +1,36 @@
 """Known kernel issues: failures that have been analysed and are expected on given kernels.
 
-A matching failure becomes "xfailed" (the run can pass); a matching *pass* becomes "xpassed",
-which fails the run, because an entry that no longer reproduces is stale or too broad and
-would otherwise keep hiding regressions.
+A failure matching an entry, and failing the way the entry says (its `expected_failure`: the errno the
+test recorded, a pattern in its message), becomes "xfailed" (the run can pass). A failure of the same
+test that is not the analysed one stays "failed": the entry excuses one understood bug, not the test.
+A matching *pass* becomes "xpassed", which fails the run, because an entry that no longer reproduces
+is stale or too broad and would otherwise keep hiding regressions.
 """
 
 from __future__ import annotations
 
+import errno
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from harness.errors import ConfigError
 from harness.paths import KERNELS_DIR
-from harness.results.model import Outcome, TestRecord
+from harness.results.model import OUTCOMES, Outcome, TestRecord
 
 KNOWN_ISSUES_FILE = KERNELS_DIR / "known-issues.yaml"
 
@@ -93,6 +104,83 @@ def version_matches(spec: str, version: str) -> bool:
 # -- the file ------------------------------------------------------------------------------------
 
 
+def _errno_value(value: object) -> int | None:
+    """A recorded errno (a symbol such as "EINVAL", as errname() writes it, or a number) as a number."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        if value.isdigit():
+            return int(value)
+        number = getattr(errno, value, None) if value.startswith("E") else None
+        return number if isinstance(number, int) else None
+    return None
+
+
+def recorded_errnos(details: Mapping[str, Any]) -> dict[str, str]:
+    """The errnos a test recorded: its top-level `errno` and `*_errno` detail fields (field -> value)."""
+    return {
+        key: str(value)
+        for key, value in details.items()
+        if (key == "errno" or key.endswith("_errno")) and _errno_value(value) is not None
+    }
+
+
+class ExpectedFailure(BaseModel):
+    """How the analysed failure shows in the test's record; every given field must match."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    # An errno symbol; every errno the test recorded in its details must be this one (and there must be one).
+    errno: str | None = Field(default=None, min_length=1)
+    # A regular expression searched (re.search) in the record's message.
+    message: str | None = Field(default=None, min_length=1)
+
+    @field_validator("errno")
+    @classmethod
+    def _known_errno(cls, value: str | None) -> str | None:
+        if value is not None and (value.isdigit() or _errno_value(value) is None):
+            raise ValueError(f"{value!r} is not an errno symbol (examples: 'EINVAL', 'EADDRINUSE')")
+        return value
+
+    @field_validator("message")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"{value!r} is not a regular expression: {exc}") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _says_something(self) -> ExpectedFailure:
+        # An empty spec would excuse any failure of the test, which is what the spec exists to prevent.
+        if self.errno is None and self.message is None:
+            raise ValueError("name the analysed failure: errno, message (a regex), or both")
+        return self
+
+    def describe(self) -> str:
+        parts = [f"errno {self.errno}"] if self.errno else []
+        parts += [f"message matching {self.message!r}"] if self.message else []
+        return " and ".join(parts)
+
+    def mismatch(self, record: TestRecord) -> str | None:
+        """None when `record` failed the analysed way, else what differs."""
+        problems = []
+        if self.errno is not None:
+            seen = recorded_errnos(record.details)
+            want = getattr(errno, self.errno)
+            if not seen:
+                problems.append("the test recorded no errno")
+            elif any(_errno_value(v) != want for v in seen.values()):
+                problems.append("it recorded " + ", ".join(f"{k}={v}" for k, v in seen.items()))
+        if self.message is not None and not re.search(self.message, record.message):
+            problems.append("its message does not match")
+        return "; ".join(problems) or None
+
+
 class KnownIssue(BaseModel):
     """One analysed issue. `test` is a pytest node id or an fnmatch glob over node ids."""
 
@@ -104,6 +192,8 @@ class KnownIssue(BaseModel):
     reason: str = Field(min_length=1)
     reference: str = Field(min_length=1)  # URL, commit id or mailing-list message
     analysis: str = Field(min_length=1)
+    # Required: without it an entry would excuse any failure of its test, not the one analysed.
+    expected_failure: ExpectedFailure
 
     @field_validator("kernels")
     @classmethod
@@ -171,8 +261,10 @@ def apply_known_issues(
 ) -> list[TestRecord]:
     """Failed -> xfailed and passed -> xpassed for records matching an entry (first match wins).
 
-    Only "failed" is excused: an "error" happens in fixture setup/teardown, where a known kernel
-    bug in the test body is not what went wrong, so it stays visible.
+    Only "failed" is excused, and only when it failed as the entry's `expected_failure` says: any other
+    failure of the test stays "failed", its message saying the known issue's failure was not what
+    happened. An "error" happens in fixture setup/teardown, where a known kernel bug in the test body is
+    not what went wrong, so it stays visible too.
     """
     result: list[TestRecord] = []
     for record in records:
@@ -181,8 +273,19 @@ def apply_known_issues(
             result.append(record)
             continue
         outcome: Outcome
+        was = _first_line(record.message)
         if record.outcome == "failed":
-            was = _first_line(record.message)
+            mismatch = entry.expected_failure.mismatch(record)
+            if mismatch is not None:
+                # The known issue's facts come last: what the test saw matters most to its reader.
+                message = f"not the known issue's failure: expected {entry.expected_failure.describe()}, "
+                message += f"but {mismatch}" + (f"; failure: {was}" if was else "")
+                message += f"; known issue: {entry.reason} [{entry.reference}]"
+                # Not under "known_issue": that key means the entry applied to the record.
+                unmatched = {**entry.model_dump(), "mismatch": mismatch}
+                details = {**record.details, "known_issue_not_matched": unmatched}
+                result.append(replace(record, message=message, details=details))
+                continue
             message = f"known issue: {entry.reason} [{entry.reference}]"
             message += f"; failure: {was}" if was else ""
             outcome = "xfailed"
@@ -192,3 +295,25 @@ def apply_known_issues(
         details = {**record.details, "known_issue": entry.model_dump()}
         result.append(replace(record, outcome=outcome, message=message, details=details))
     return result
+
+
+def judge_test_frame(
+    payload: Mapping[str, object], entries: Sequence[KnownIssue], kernel_version: str, topology: str
+) -> str:
+    """The outcome the report will give the test a `test` console frame announces, for the live view.
+
+    Whether a failure is the known one depends on its message and recorded errnos: with a frame that
+    carries neither (name and outcome only), a failure a known issue excuses shows "failed" here and
+    "xfailed" in the report.
+    """
+    name, outcome = str(payload.get("name", "?")), str(payload.get("outcome", "?"))
+    if outcome not in OUTCOMES:
+        return outcome
+    details = payload.get("details")
+    record = TestRecord(
+        name,
+        outcome,
+        message=str(payload.get("message") or ""),
+        details=dict(details) if isinstance(details, Mapping) else {},
+    )
+    return apply_known_issues([record], entries, kernel_version, topology)[0].outcome

@@ -19,6 +19,7 @@ ROUTING_FILE = "test_routing.py::"
 DECISION_TEST = "test_kernel_decision_matches_route"
 LIST_TEST = "test_dma_list_matches_route"
 WHOLE_SHAPE = "whole"
+NOT_OBSERVED = "not observed"
 _SG_SHOWN = 3
 
 
@@ -27,8 +28,8 @@ class RouteRow:
     topology: str
     kernel: str
     pair: str  # "exporter-importer", the parametrization id of the pair
-    predicted: str  # the oracle's route
-    decided: str  # the kernel's route, from the kprobe; "-" when the decision test did not record it
+    predicted: str  # the oracle's route; "-" when no test of the pair recorded it
+    decided: str  # the kernel's route, from the kprobe; NOT_OBSERVED when the decision test saw none
     whole_bar: str  # the DMA list of a whole-BAR export ("EINVAL" when refused)
     tests: str  # outcome counts of this pair's routing tests
 
@@ -87,6 +88,9 @@ def route_rows(meta: RunMeta, records: Sequence[TestRecord]) -> list[RouteRow]:
         if decision is None:
             continue
         kernel = decision.details.get("kernel")
+        decided = kernel_route(kernel) if isinstance(kernel, dict) else "-"
+        # Any test of the pair that got as far as reading the plan recorded the oracle's route.
+        predicted = next((r.details["route"] for r in [decision, *pair_records] if "route" in r.details), "-")
         whole = next(
             (r for r in pair_records if LIST_TEST in r.name and _param(r.name).endswith(WHOLE_SHAPE)), None
         )
@@ -95,8 +99,8 @@ def route_rows(meta: RunMeta, records: Sequence[TestRecord]) -> list[RouteRow]:
                 topology=meta.topology,
                 kernel=meta.kernel,
                 pair=pair,
-                predicted=str(decision.details.get("route", "-")),
-                decided=kernel_route(kernel) if isinstance(kernel, dict) else "-",
+                predicted=str(predicted),
+                decided=NOT_OBSERVED if decided == "-" else decided,
                 whole_bar=_sg_text(whole.details) if whole else "-",
                 tests=_counts(pair_records),
             )
@@ -104,18 +108,25 @@ def route_rows(meta: RunMeta, records: Sequence[TestRecord]) -> list[RouteRow]:
     return rows
 
 
+def _mark(row: RouteRow) -> str:
+    """`==`/`!=` compare two known routes; with either side unknown there is nothing to compare."""
+    if row.decided == NOT_OBSERVED or row.predicted == "-":
+        return ""
+    return "==" if row.decided == row.predicted else "!="
+
+
 def routes_table(rows: Sequence[RouteRow]) -> str:
-    """The rows as fixed columns; a kernel decision that differs from the oracle is marked `!=`."""
+    """The rows as fixed columns; a kernel decision that differs from the oracle is marked `!=`, one
+    that was not observed (the decision test skipped or failed before the kprobe saw it) is said so."""
     if not rows:
         return ""
     several_kernels = len({r.kernel for r in rows}) > 1
     head = ["TOPOLOGY", *(["KERNEL"] if several_kernels else []), "PAIR", "ORACLE", "", "KERNEL DECIDED"]
     table = [[*head, "WHOLE-BAR DMA LIST", "ROUTING TESTS"]]
     for r in rows:
-        mark = "==" if r.decided == r.predicted else "!="
         kernel = [r.kernel] if several_kernels else []
         pair = r.pair.replace("-", "->")
-        table.append([r.topology, *kernel, pair, r.predicted, mark, r.decided, r.whole_bar, r.tests])
+        table.append([r.topology, *kernel, pair, r.predicted, _mark(r), r.decided, r.whole_bar, r.tests])
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     lines = ["  ".join(f"{v:<{w}}" for v, w in zip(row, widths, strict=True)).rstrip() for row in table]
     return "routes (oracle == the kernel's decision, seen by a kprobe):\n" + "\n".join(lines) + "\n"
