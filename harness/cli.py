@@ -6,6 +6,7 @@ import argparse
 import os
 import subprocess
 import sys
+import traceback
 from collections.abc import Sequence
 
 from harness.errors import ConfigError, HilError, InfraError
@@ -13,33 +14,65 @@ from harness.paths import REPO_ROOT
 
 EXIT_USAGE = 2
 EXIT_INFRA = 3
+# Not a verdict: CI must never read a bug in the harness as "tests failed" (1) or as a kernel
+# crash (3), so it gets a status of its own.
+EXIT_INTERNAL = 4
 
-DEFAULT_TOPOLOGY = "switch-p2p"
-DEFAULT_KERNEL = "debian:7.2"
+# The default job shows what the tool is for: every shipped topology on a kernel built with the
+# project's config (importer, routing, data and revocation tests need its build tree).
+DEFAULT_TOPOLOGY = "all"
+DEFAULT_KERNEL = "src:debian-7.2"
+STOCK_KERNEL = "debian:7.2"
+
+EXIT_STATUS_HELP = f"""\
+exit status:
+  0  passed
+  1  failed (a test failed, a known issue unexpectedly passed, or -k matched nothing)
+  {EXIT_USAGE}  usage or configuration error (nothing was started)
+  {EXIT_INFRA}  crashed, hung or infra-error (the worst cell of a matrix decides)
+  {EXIT_INTERNAL}  internal error: a bug in p2p-hil itself (traceback on stderr), not a verdict
+"""
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="hil", description="Hardware-in-the-loop tests for Linux PCIe peer-to-peer DMA on QEMU machines."
+        prog="hil",
+        description="Hardware-in-the-loop tests for Linux PCIe peer-to-peer DMA on QEMU machines.",
+        epilog=EXIT_STATUS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="boot a topology with a kernel and run the in-guest tests")
+    run = sub.add_parser(
+        "run",
+        help="boot a topology with a kernel and run the in-guest tests",
+        description="Boot topologies with kernels and run the in-guest tests.\n"
+        f"With no arguments: every shipped topology on {DEFAULT_KERNEL} (built with the project's\n"
+        "config and cached; the first build takes a while).\n"
+        f"The stock Debian kernel is one flag away: --kernel {STOCK_KERNEL}.",
+        epilog=EXIT_STATUS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     run.add_argument(
         "--topology",
         "-t",
         default=DEFAULT_TOPOLOGY,
-        help=f"shipped name, path to a YAML file, or 'all' (default {DEFAULT_TOPOLOGY})",
+        help="shipped name, path to a YAML file, or 'all': every shipped topology "
+        f"(default {DEFAULT_TOPOLOGY})",
     )
     run.add_argument(
         "--kernel",
         action="append",
         help="debian:7.2, src:debian-7.2, tree:PATH or a bzImage path; repeat it for a topology x kernel "
-        f"matrix (default {DEFAULT_KERNEL})",
+        f"matrix (default {DEFAULT_KERNEL}; the stock Debian kernel: --kernel {STOCK_KERNEL})",
     )
     run.add_argument("--series", help="mbox patch series to apply (src: and tree: kernels)")
     run.add_argument("-k", dest="select", metavar="EXPR", help="pytest -k expression for the in-guest tests")
-    run.add_argument("--out", help="results directory (default runs/<time>-<topology>-<kernel>)")
+    run.add_argument(
+        "--out",
+        help="results directory, new or empty (default runs/<time>-<topology>-<kernel>, with _2, _3, ... "
+        "appended when another run took that name)",
+    )
     run.add_argument("--timeout", type=float, default=900.0, help="deadline for the whole cell, seconds")
     run.add_argument(
         "--idle-timeout",
@@ -48,7 +81,12 @@ def _parser() -> argparse.ArgumentParser:
         help="a guest silent this long is reported as hung (seconds)",
     )
     run.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto")
-    run.add_argument("--dry-run", action="store_true", help="print the commands that would run, run nothing")
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print, per cell, the topology, the kernel (cached or to be fetched/built) and the commands "
+        "that would run; fetch, build, probe, boot and create nothing",
+    )
 
     test = sub.add_parser("test", help="run the project's own tests (pytest arguments may follow)")
     test.add_argument("--fast", action="store_true", help="skip tests that boot VMs or build kernels")
@@ -106,6 +144,11 @@ def dispatch(args: argparse.Namespace) -> int:
     return run_command(args)
 
 
+def _with_notes(exc: BaseException) -> str:
+    """The message plus what callers added on the way up (exc.add_note), e.g. why nothing was booted."""
+    return "\n".join([str(exc), *getattr(exc, "__notes__", ())])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "run" and not args.kernel:
@@ -113,13 +156,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return dispatch(args)
     except ConfigError as exc:
-        print(f"hil: error: {exc}", file=sys.stderr)
+        print(f"hil: error: {_with_notes(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except InfraError as exc:
-        print(f"hil: infrastructure failure: {exc}", file=sys.stderr)
+        print(f"hil: infrastructure failure: {_with_notes(exc)}", file=sys.stderr)
         return EXIT_INFRA
     except HilError as exc:
-        print(f"hil: {exc}", file=sys.stderr)
+        print(f"hil: {_with_notes(exc)}", file=sys.stderr)
         return EXIT_INFRA
     except KeyboardInterrupt:
         print("hil: interrupted", file=sys.stderr)
@@ -128,3 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # `hil topology render x | head` must not print a traceback.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except Exception as exc:  # anything not raised on purpose is a bug in the harness
+        traceback.print_exc(file=sys.stderr)
+        print(f"hil: internal error (a bug in p2p-hil): {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_INTERNAL

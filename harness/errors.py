@@ -44,7 +44,8 @@ class BuildError(InfraError):
     def __init__(self, message: str, log: Path | None = None, tail: str = "") -> None:
         self.log = log
         self.tail = tail
-        detail = f"\n--- last lines of {log} ---\n{tail}" if tail else ""
+        source = f"last lines of {log}" if log is not None else "last lines"
+        detail = f"\n--- {source} ---\n{tail}" if tail else ""
         super().__init__(message + detail)
 
 

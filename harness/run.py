@@ -23,7 +23,6 @@ from harness.cell.request import CellRequest, CellResult, HostFacts
 from harness.cell.scratch import Scratch
 from harness.cell.setup import (
     create_backing_files,
-    default_run_dir,
     harness_command,
     host_agent,
     make_vng_spec,
@@ -41,7 +40,7 @@ from harness.console.watch import (
     qemu_abort_line,
 )
 from harness.deadline import Deadline
-from harness.errors import ConfigError, GuestHang
+from harness.errors import GuestHang
 from harness.guest.build_plan import make_plan
 from harness.guest.plan import dump_plan
 from harness.hostcheck import RunByteChecks
@@ -59,6 +58,7 @@ from harness.results.model import (
 from harness.results.report import summary_table
 from harness.results.timeline import breakdown_line, marks_from_json
 from harness.results.write import Evidence, write_junit, write_reproduce, write_results_json
+from harness.rundir import claim_out_dir
 from harness.topology import Topology, backing_files, lay_out
 from harness.vm.command import guarded_argv, vng_argv
 from harness.vm.interface import VmFactory, VmLaunch, real_vm
@@ -90,12 +90,6 @@ def known_issue_judge(entries: Sequence[KnownIssue], kernel_version: str, topolo
     )
 
 
-def _prepare_run_dir(run_dir: Path) -> None:
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise ConfigError(f"results directory {run_dir} exists and is not empty", "--out")
-    run_dir.mkdir(parents=True, exist_ok=True)
-
-
 def _final_records(
     results_path: Path,
     byte_checks: RunByteChecks,
@@ -125,7 +119,7 @@ def run_cell(
     topo: Topology,
     kernel: KernelImage,
     facts: HostFacts,
-    runs_root: Path,
+    run_dir: Path,
     progress: Progress,
     modules_dir: Path | None = None,
     *,
@@ -142,8 +136,7 @@ def run_cell(
     judge = known_issue_judge(known, kernel.version, topo.name)
     layout = lay_out(topo)
     started_at = datetime.now(UTC)
-    run_dir = req.out or default_run_dir(runs_root, topo.name, req.kernel_label, started_at.astimezone())
-    _prepare_run_dir(run_dir)
+    claim_out_dir(run_dir)  # normally claimed by the caller already (harness.rundir): then a no-op
     seen = ConsoleWatch()
     seen.timeline.mark("host_start", 0.0)
     with Scratch() as scratch:

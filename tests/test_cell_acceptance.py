@@ -59,7 +59,7 @@ def cell(
         out=tmp_path / "run",
     )  # fmt: skip
     result = run_cell(
-        req, load_topology("switch-p2p"), kernel(tmp_path), FACTS, tmp_path, lambda _m: None,
+        req, load_topology("switch-p2p"), kernel(tmp_path), FACTS, tmp_path / "run", lambda _m: None,
         vm_factory=replay(recording, made),
     )  # fmt: skip
     return result, made[0]
@@ -239,7 +239,7 @@ def test_the_real_guest_entry_and_plugin_on_the_host(tmp_path: Path) -> None:
         out=tmp_path / "run",
     )  # fmt: skip
     result = run_cell(
-        req, load_topology("switch-p2p"), kernel(tmp_path), FACTS, tmp_path, lambda _m: None,
+        req, load_topology("switch-p2p"), kernel(tmp_path), FACTS, tmp_path / "run", lambda _m: None,
         vm_factory=host_entry_vm, tests_dir=tests,
     )  # fmt: skip
     outcomes = {r.name: r.outcome for r in result.records}

@@ -1,17 +1,21 @@
-"""harness/modules.py without a kernel tree: probe sources, feature logic, make argv, keys, manifests."""
+"""harness/kernels/modules.py without a kernel tree: probe sources, feature logic, make argv, keys,
+manifests."""
 
 from __future__ import annotations
 
 import json
+import re
+import shutil
 from pathlib import Path
 
 import pytest
 
-from harness import modules as m
 from harness.errors import BuildError
+from harness.kernels import modules as m
 from harness.kernels.kimage import KernelImage
 
 ALL_YES = {p.feature: True for p in m.PROBES}
+SPDX = "SPDX-License-Identifier: GPL-2.0"
 GCC_LOG = """\
   CC [M]  /x/probes/probe_baseline.o
 /x/probes/probe_move_notify.c:4:52: error: 'const struct dma_buf_attach_ops' has no member named 'move_notify'
@@ -40,14 +44,79 @@ def test_probe_names_are_unique_and_macros_prefixed() -> None:
 
 def test_revocation_callback_probes_use_the_member_names() -> None:
     by_name = {p.feature: p for p in m.PROBES}
-    assert ".invalidate_mappings = hil_cb" in by_name["invalidate_mappings"].source
-    assert ".move_notify = hil_cb" in by_name["move_notify"].source
+    assert ".invalidate_mappings = hil_cb" in m.probe_text(by_name["invalidate_mappings"])
+    assert ".move_notify = hil_cb" in m.probe_text(by_name["move_notify"])
 
 
 def test_probes_never_compare_function_addresses() -> None:
     # -Werror=address turned such a comparison into a false "missing" on 7.2 (seen while writing this).
     for probe in m.PROBES:
-        assert "!= NULL" not in probe.source, probe.feature
+        assert "!= NULL" not in m.probe_text(probe), probe.feature
+
+
+def test_every_probe_has_a_c_file_and_every_c_file_a_probe() -> None:
+    probes = (m.BASELINE, *m.PROBES)
+    assert all(m.probe_file(p).is_file() for p in probes)
+    assert {p.name for p in m.PROBES_SRC.glob("*.c")} == {m.probe_file(p).name for p in probes}
+    # Under MODULES_SRC, so their bytes are in sources_digest and hence in the cache key.
+    assert m.PROBES_SRC.parent == m.MODULES_SRC
+
+
+def test_probe_files_look_like_c() -> None:
+    for path in sorted(m.PROBES_SRC.iterdir()):
+        text = path.read_text()
+        first, _, body = text.partition("\n")
+        assert first in ("// " + SPDX, f"/* {SPDX} */"), path
+        assert body.strip() and text.endswith("\n"), path
+        # Escapes left behind by the move out of Python strings.
+        assert not re.search(r"\\[nt\"]", text), path
+        assert text.count("{") == text.count("}") and text.count("(") == text.count(")"), path
+        assert "#include" in text, path
+
+
+def test_probe_text_inlines_the_local_prologue() -> None:
+    umem = {p.feature: m.probe_text(p) for p in m.PROBES if p.feature.startswith(("infiniband", "umem_"))}
+    assert set(umem) == {"infiniband_user_mem", "umem_revocable", "umem_pinned_dma_device"}
+    for feature, text in umem.items():
+        # In the probe's own text, so that its #error is reported against probe_<feature>.c.
+        assert '#error "CONFIG_INFINIBAND_USER_MEM is off' in text, feature
+        assert "#include <rdma/ib_umem.h>" in text and '#include "' not in text, feature
+        assert text.startswith("// SPDX-License-Identifier: GPL-2.0\n") and text.count("SPDX") == 1, feature
+
+
+def test_probe_text_keeps_includes_of_files_it_does_not_have(tmp_path: Path) -> None:
+    text = '// SPDX-License-Identifier: GPL-2.0\n#include "other.h"\nint x;\n'
+    (tmp_path / "x.c").write_text(text)
+    probe = m.Probe(feature="x", macro=None, missing="")
+    assert m.probe_text(probe, tmp_path) == text
+    (tmp_path / "other.h").write_text("/* SPDX-License-Identifier: GPL-2.0 */\nint y;\n")
+    assert m.probe_text(probe, tmp_path) == "// SPDX-License-Identifier: GPL-2.0\nint y;\nint x;\n"
+
+
+def test_changing_a_probe_file_changes_the_cache_key(tmp_path: Path) -> None:
+    src = tmp_path / "modules"
+    shutil.copytree(m.MODULES_SRC, src)
+    before = m.modules_key("tree:abc", "gcc 12", src)
+    assert before == m.modules_key("tree:abc", "gcc 12", src)
+    probe = src / m.PROBES_SRC.name / "move_notify.c"
+    probe.write_text(probe.read_text().replace("move_notify", "move_notify2"))
+    assert m.modules_key("tree:abc", "gcc 12", src) != before
+
+
+def test_changing_the_shared_prologue_changes_the_cache_key(tmp_path: Path) -> None:
+    src = tmp_path / "modules"
+    shutil.copytree(m.MODULES_SRC, src)
+    before = m.modules_key("tree:abc", "gcc 12", src)
+    header = src / m.PROBES_SRC.name / "needs_umem.h"
+    header.write_text(header.read_text() + "#include <rdma/ib_verbs.h>\n")
+    assert m.modules_key("tree:abc", "gcc 12", src) != before
+
+
+def test_changing_the_probe_table_changes_the_cache_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    before = m.modules_key("tree:abc", "gcc 12")
+    reworded = tuple(m.Probe(p.feature, p.macro, p.missing + ".") for p in m.PROBES)
+    monkeypatch.setattr(m, "PROBES", reworded)
+    assert m.modules_key("tree:abc", "gcc 12") != before
 
 
 def test_derived_revoke_callback() -> None:
@@ -122,8 +191,9 @@ def test_entry_key_depends_on_every_input() -> None:
         m.entry_key("tree:abc", "src2", "gcc 12"),
         m.entry_key("tree:abc", "src1", "gcc 13"),
         m.entry_key("tree:abc", "src1", "gcc 12", "r2"),
+        m.entry_key("tree:abc", "src1", "gcc 12", probes="p2"),
     }
-    assert base not in others and len(others) == 4
+    assert base not in others and len(others) == 5
 
 
 def test_sources_digest_ignores_build_products(tmp_path: Path) -> None:

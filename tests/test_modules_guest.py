@@ -1,5 +1,5 @@
 """guest_tests/hil_importer, its pure parts: expected DMA lists, trace parsing, bufinfo, PCI parsing,
-and the modules.json contract between harness/modules.py (host) and hil_importer.loader (guest).
+and the modules.json contract between harness/kernels/modules.py (host) and hil_importer.loader (guest).
 """
 
 from __future__ import annotations
@@ -13,10 +13,12 @@ from types import ModuleType
 
 import pytest
 
-from harness import modules as host_modules
+from harness.guest.build_plan import pair_expectations
 from harness.guest.shapes import export_shapes
+from harness.kernels import modules as host_modules
 from harness.kernels.kimage import KernelImage
-from harness.topology import load_topology
+from harness.topology import list_topologies, load_topology
+from harness.topology.layout import lay_out
 from harness.topology.oracle import predict_pairs, sg_entries
 
 GUEST_TESTS = Path(__file__).resolve().parents[1] / "guest_tests"
@@ -136,6 +138,26 @@ def test_restatement_agrees_with_the_oracle_counts(topology: str) -> None:
             ours = expect.expected_list(p.route, ranges, 0)
             theirs = sg_entries(p.route, [n for _, n in ranges])
             assert (None if p.route == "refused" else len(ours.entries)) == theirs, (p.importer, name)
+
+
+@pytest.mark.parametrize("topology", [t.name for t in list_topologies()])
+def test_plan_expectations_agree_with_the_restatement(topology: str) -> None:
+    """What the guest's routing tests compare (PairExpectation.sg_entries_for, from the plan the host
+    writes) against their own expected list: every shape counted, and the counts agree."""
+    topo = load_topology(topology)
+    layout = lay_out(topo)
+    bars = {d.id: d.bars[2] for d in layout.devices if 2 in d.bars}
+    expectations = pair_expectations(topo, layout)
+    assert [(e.exporter, e.importer) for e in expectations] == [
+        (p.exporter, p.importer) for p in predict_pairs(topo)
+    ]
+    for exp in expectations:
+        shapes = export_shapes(bars[exp.exporter])
+        assert set(exp.sg_entries_for) == set(shapes), exp
+        for name, ranges in shapes.items():
+            ours = expect.expected_list(exp.route, ranges, 0)
+            want = None if exp.route == "refused" else len(ours.entries)
+            assert exp.sg_entries_for[name] == want, (exp.importer, name)
 
 
 # --- kprobes: tracefs text ---------------------------------------------------------------------

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import re
 import shlex
 import sys
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 
 from harness.cell.request import CellRequest, HostFacts
@@ -21,14 +19,6 @@ from harness.vm.machine import VmHelper
 VmProgress = Callable[[str], None]
 
 QMP_SOCKET = "qmp.sock"  # in the scratch directory; the host agent's way to QEMU (hot-unplug)
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.+-]+", "-", text).strip("-")
-
-
-def default_run_dir(root: Path, topology: str, kernel_spec: str, now: datetime) -> Path:
-    return root / f"{now:%Y%m%d-%H%M%S}-{slug(topology)}-{slug(kernel_spec)}"
 
 
 def guest_command(plan_path: Path) -> str:

@@ -111,19 +111,27 @@ def _host_boot_key(qemu: str) -> str:
     return f"{boot_id} {os.uname().release} {qemu_version(qemu)}"
 
 
+def remembered_accelerator(qemu: str, cache_file: Path) -> AccelChoice | None:
+    """The probe's answer from earlier in this host boot, if any (no VM is started)."""
+    try:
+        saved = json.loads(cache_file.read_text())
+        if saved.get("key") == _host_boot_key(qemu):
+            return AccelChoice(saved["accel"], saved["reason"] + " (probed earlier this host boot)")
+    except (OSError, ValueError, KeyError):
+        pass
+    return None
+
+
 def cached_accelerator(qemu: str, kernel_image: Path, requested: str, cache_file: Path) -> AccelChoice:
     """choose_accelerator, remembered for the current host boot (the probe costs seconds)."""
     if requested != "auto":
         return choose_accelerator(qemu, kernel_image, requested)
-    key = _host_boot_key(qemu)
-    try:
-        saved = json.loads(cache_file.read_text())
-        if saved.get("key") == key:
-            return AccelChoice(saved["accel"], saved["reason"] + " (probed earlier this host boot)")
-    except (OSError, ValueError, KeyError):
-        pass
+    remembered = remembered_accelerator(qemu, cache_file)
+    if remembered is not None:
+        return remembered
     choice = choose_accelerator(qemu, kernel_image, requested)
     cache_file.parent.mkdir(parents=True, exist_ok=True)
+    key = _host_boot_key(qemu)
     cache_file.write_text(json.dumps({"key": key, "accel": choice.accel, "reason": choice.reason}))
     return choice
 

@@ -1,14 +1,15 @@
 """The in-guest test modules (guest_tests/modules): feature probes and the build, on the host.
 
-Kernel interface drift is found by compiling, like autoconf: each probe is a tiny C file built as an
-object against the kernel's build tree; a probe that compiles turns on a -DHIL_HAVE_* macro for the
-real build. A baseline probe must always compile, so a broken tree or toolchain is a BuildError and
-never mistaken for a missing feature.
+Kernel interface drift is found by compiling, like autoconf: each probe is a tiny C file
+(guest_tests/modules/probes/<feature>.c) built as an object against the kernel's build tree; a probe
+that compiles turns on a -DHIL_HAVE_* macro for the real build. A baseline probe must always compile,
+so a broken tree or toolchain is a BuildError and never mistaken for a missing feature.
 
 The build happens in a copy of the sources inside the cache entry (the source tree must stay free of
-build products, and may be read-only in the guest). Entries are keyed by the kernel build's identity
-and the module sources; `modules.json` in the entry is what the guest reads (plan.modules_dir is the
-entry) and is written last, so a half-built entry is never served.
+build products, and may be read-only in the guest). Entries are keyed by the kernel build's identity,
+the module sources (the probes' among them) and the probe table; `modules.json` in the entry is what
+the guest reads (plan.modules_dir is the entry) and is written last, so a half-built entry is never
+served.
 """
 
 from __future__ import annotations
@@ -33,13 +34,15 @@ from harness.paths import GUEST_TESTS_DIR, cache_dir
 Progress = Callable[[str], None]
 
 MODULES_SRC = GUEST_TESTS_DIR / "modules"
+PROBES_SRC = MODULES_SRC / "probes"
 MANIFEST = "modules.json"
 MANIFEST_FORMAT = 1
 LOG = "build.log"
 P2P_MODULE = "hil_p2p_importer"
 RDMA_MODULE = "hil_rdma_importer"
-# Bump when the probes or the build steps change in a way that changes results.
-RECIPE = "modules-1"
+# Bump when the build steps change in a way that changes results. The probes' sources and table are
+# in the key already. modules-2: the probes moved from Python strings to probes/*.c.
+RECIPE = "modules-2"
 NICE = 10
 JOBS = 2
 # Files of the tree whose bytes identify a kernel build for out-of-tree modules.
@@ -48,113 +51,54 @@ TREE_IDENTITY_FILES = (".config", "Module.symvers", "include/generated/utsreleas
 
 @dataclass(frozen=True)
 class Probe:
-    """One compile probe: `feature` is true when `source` compiles against the kernel tree."""
+    """One compile probe: `feature` is true when its source, PROBES_SRC/<feature>.c, compiles."""
 
     feature: str
     macro: str | None  # -D flag for the real build, None for probes that only gate a module
-    source: str
     missing: str  # why dependent tests skip when the probe fails
 
 
-_NEEDS_UMEM = """#include <linux/kconfig.h>
-#if !IS_ENABLED(CONFIG_INFINIBAND_USER_MEM)
-#error "CONFIG_INFINIBAND_USER_MEM is off: ib_umem_* are stubs"
-#endif
-#include <rdma/ib_umem.h>
-"""
-
-BASELINE = Probe(
-    feature="baseline",
-    macro=None,
-    source="#include <linux/module.h>\nint hil_probe(void);\nint hil_probe(void) { return 0; }\n",
-    missing="",
-)
+BASELINE = Probe(feature="baseline", macro=None, missing="")
 
 PROBES: tuple[Probe, ...] = (
     Probe(
         feature="dma_buf_dynamic_attach",
         macro=None,
-        source="""#include <linux/kconfig.h>
-#if !IS_ENABLED(CONFIG_DMA_SHARED_BUFFER)
-#error "CONFIG_DMA_SHARED_BUFFER is off"
-#endif
-#include <linux/dma-buf.h>
-#include <linux/dma-resv.h>
-struct dma_buf_attachment *hil_probe(struct dma_buf *b, struct device *d);
-struct dma_buf_attachment *hil_probe(struct dma_buf *b, struct device *d)
-{
-	dma_resv_lock(b->resv, NULL);
-	dma_resv_unlock(b->resv);
-	return dma_buf_dynamic_attach(b, d, NULL, NULL);
-}
-""",
         missing="no dynamic dma-buf importer API (dma_buf_dynamic_attach) or no CONFIG_DMA_SHARED_BUFFER",
     ),
     Probe(
         feature="invalidate_mappings",
         macro="HIL_HAVE_INVALIDATE_MAPPINGS",
-        source="""#include <linux/dma-buf.h>
-static void hil_cb(struct dma_buf_attachment *a) { }
-const struct dma_buf_attach_ops hil_probe_ops = { .invalidate_mappings = hil_cb };
-""",
         missing="struct dma_buf_attach_ops has no invalidate_mappings",
     ),
     Probe(
         feature="move_notify",
         macro="HIL_HAVE_MOVE_NOTIFY",
-        source="""#include <linux/dma-buf.h>
-static void hil_cb(struct dma_buf_attachment *a) { }
-const struct dma_buf_attach_ops hil_probe_ops = { .move_notify = hil_cb };
-""",
         missing="struct dma_buf_attach_ops has no move_notify",
     ),
     Probe(
         feature="attach_revocable",
         macro="HIL_HAVE_ATTACH_REVOCABLE",
-        source="""#include <linux/dma-buf.h>
-bool hil_probe(struct dma_buf_attachment *a);
-bool hil_probe(struct dma_buf_attachment *a) { return dma_buf_attach_revocable(a); }
-""",
         missing="the kernel has no dma_buf_attach_revocable()",
     ),
     Probe(
         feature="import_ns_ident",
         macro="HIL_HAVE_IMPORT_NS_IDENT",
-        # Before v6.13 MODULE_IMPORT_NS took an identifier; since then a string literal, and an
-        # identifier no longer compiles. (A string compiles in both, so probe the identifier.)
-        source="#include <linux/module.h>\nMODULE_IMPORT_NS(DMA_BUF);\n",
         missing="MODULE_IMPORT_NS takes a string literal",
     ),
     Probe(
         feature="infiniband_user_mem",
         macro=None,
-        source=_NEEDS_UMEM,
         missing="the kernel config lacks INFINIBAND / INFINIBAND_USER_MEM (no ib_umem dma-buf import)",
     ),
     Probe(
         feature="umem_revocable",
         macro="HIL_HAVE_UMEM_REVOCABLE",
-        # Addresses, never compared: -Werror=address would fail the probe on a kernel that has them.
-        source=_NEEDS_UMEM
-        + """void *hil_probe(int i);
-void *hil_probe(int i)
-{
-	if (i == 0)
-		return ib_umem_dmabuf_get_pinned_revocable_and_lock;
-	if (i == 1)
-		return ib_umem_dmabuf_set_revoke_locked;
-	return ib_umem_dmabuf_revoke_unlock;
-}
-""",
         missing="the kernel has no ib_umem_dmabuf_get_pinned_revocable_and_lock()",
     ),
     Probe(
         feature="umem_pinned_dma_device",
         macro="HIL_HAVE_UMEM_PINNED_DMA_DEV",
-        source=_NEEDS_UMEM
-        + """void *hil_probe(void);
-void *hil_probe(void) { return ib_umem_dmabuf_get_pinned_with_dma_device; }
-""",
         missing="the kernel has no ib_umem_dmabuf_get_pinned_with_dma_device()",
     ),
 )
@@ -164,9 +108,31 @@ def probe_object(probe: Probe) -> str:
     return f"probe_{probe.feature}.o"
 
 
-def probe_sources(probes: Sequence[Probe]) -> dict[str, str]:
-    """File name -> text of a directory that builds every probe (pure)."""
-    files = {f"probe_{p.feature}.c": f"// SPDX-License-Identifier: GPL-2.0\n{p.source}" for p in probes}
+def probe_file(probe: Probe, src: Path = PROBES_SRC) -> Path:
+    return src / f"{probe.feature}.c"
+
+
+_LOCAL_INCLUDE = re.compile(r'#include "(?P<name>[\w.-]+)"')
+
+
+def probe_text(probe: Probe, src: Path = PROBES_SRC) -> str:
+    """The C text compiled for `probe`: its file, with `#include "x.h"` of files in `src` inlined.
+
+    Inlined rather than included so that an error in a shared prologue is reported against the
+    probe's own file, which is how probe_errors attributes it to the feature. The header's first
+    line (its SPDX tag) is dropped: the probe file has its own.
+    """
+    lines = []
+    for line in probe_file(probe, src).read_text().splitlines(keepends=True):
+        match = _LOCAL_INCLUDE.fullmatch(line.rstrip("\n"))
+        header = src / match.group("name") if match is not None else None
+        lines.append(header.read_text().partition("\n")[2] if header and header.is_file() else line)
+    return "".join(lines)
+
+
+def probe_sources(probes: Sequence[Probe], src: Path = PROBES_SRC) -> dict[str, str]:
+    """File name -> text of a directory that builds every probe."""
+    files = {f"probe_{p.feature}.c": probe_text(p, src) for p in probes}
     # Objects named in obj-m so that kbuild accepts them as single targets. -Wno-error: a warning
     # (new compiler, noisy header) must not read as a missing feature; errors that mean "absent"
     # (undeclared name, no such member) stay errors.
@@ -287,13 +253,27 @@ def tree_identity(build_dir: Path) -> str:
     return h.hexdigest()
 
 
-def entry_key(kernel_identity: str, sources: str, toolchain: str, recipe: str = RECIPE) -> str:
+def probe_table_digest(probes: Sequence[Probe]) -> str:
+    """Hash of the probes' metadata: a macro or a skip reason changes what an entry holds (pure)."""
+    table = [[p.feature, p.macro, p.missing] for p in probes]
+    return hashlib.sha256(json.dumps(table).encode()).hexdigest()
+
+
+def entry_key(
+    kernel_identity: str, sources: str, toolchain: str, recipe: str = RECIPE, probes: str = ""
+) -> str:
     """Cache key of one modules build (pure)."""
     h = hashlib.sha256()
     for label, value in (("recipe", recipe), ("kernel", kernel_identity), ("sources", sources),
-                         ("toolchain", toolchain)):  # fmt: skip
+                         ("toolchain", toolchain), ("probes", probes)):  # fmt: skip
         h.update(f"{label}:{len(value)}:{value}".encode())
     return h.hexdigest()[:24]
+
+
+def modules_key(kernel_identity: str, toolchain: str, src: Path = MODULES_SRC) -> str:
+    """The key build_test_modules files an entry under: `src` holds the modules and probes/."""
+    probes = probe_table_digest((BASELINE, *PROBES))
+    return entry_key(kernel_identity, sources_digest(src), toolchain, probes=probes)
 
 
 @dataclass(frozen=True)
@@ -359,7 +339,7 @@ def build_test_modules(kernel: KernelImage, out_dir: Path, progress: Progress) -
     else:
         _check_tree(kernel.build_dir)
         identity = f"tree:{tree_identity(kernel.build_dir)}"
-    key = entry_key(identity, sources_digest(MODULES_SRC), toolchain)
+    key = modules_key(identity, toolchain)
     final = out_dir / key
     with locked(f"modules-{key}", progress=progress):
         data = _read_manifest(final)
@@ -414,7 +394,9 @@ def _build_into(kernel: KernelImage, entry: Path, progress: Progress) -> ModuleS
     features = derived_features(raw)
     skipped = {**feature_reasons(raw, probe_errors(log.read_text(errors="replace"))), **skips}
     src = entry / "build"
-    shutil.copytree(MODULES_SRC, src, ignore=shutil.ignore_patterns("*.o", "*.ko", "*.mod*", ".*"))
+    # Without probes/: they were built above, and kbuild has no use for them here.
+    ignore = shutil.ignore_patterns("*.o", "*.ko", "*.mod*", ".*", PROBES_SRC.name)
+    shutil.copytree(MODULES_SRC, src, ignore=ignore)
     wanted = [name for name in (P2P_MODULE, RDMA_MODULE) if name not in skips]
     if wanted:
         progress(f"test modules: building {', '.join(wanted)} against {build_dir}")
