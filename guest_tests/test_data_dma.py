@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from hil_importer import abi
-from hil_importer.case import BAR, ImportCase, expectation, require_feature
+from hil_importer.case import BAR, ImportCase, require_feature
 from hil_importer.edu import BUFFER_SIZE, Transfer, dma_address, dmesg_lines, edu_dma, iommu_faults, is_edu
 from hil_importer.loader import Manifest
 from hil_importer.p2p import P2pImporter
@@ -77,13 +77,13 @@ def test_edu_copies_through_mapping(
     require_feature(p2p_module, "revoke_callback")
     plan, exporter_id = case.plan, case.exporter_spec.id
     dma_id = _dma_device(plan)
-    exp = expectation(case.raw, exporter_id, dma_id)
+    exp = case.expectation(dma_id)
     details: dict[str, Any] = case.details
-    details.update(route=exp["route"], qemu_dma=exp.get("qemu_dma"))
-    if exp.get("qemu_dma") != "reaches_bar":
+    details.update(route=exp.route, qemu_dma=exp.qemu_dma)
+    if exp.qemu_dma != "reaches_bar":
         pytest.skip(
-            f"QEMU cannot carry edu's DMA to {exporter_id} here: route {exp['route']}, qemu_dma "
-            f"{exp.get('qemu_dma')} ({exp['why']})"
+            f"QEMU cannot carry edu's DMA to {exporter_id} here: route {exp.route}, qemu_dma "
+            f"{exp.qemu_dma} ({exp.why})"
         )
     seed, pattern = _seed(plan, exporter_id)
     src, dst = seed.offset, seed.offset + DEST_DELTA[shape]

@@ -36,7 +36,7 @@ def test_hang_demo(case: ImportCase, p2p: P2pImporter, p2p_module: Manifest) -> 
     """
     require_feature(p2p_module, "revoke_callback")
     fd = case.export()
-    for importer_id in importer_ids(case.raw):
+    for importer_id in importer_ids(case.plan):
         if case.route(importer_id) != "refused":
             break
     else:

@@ -23,7 +23,6 @@ from hil_importer.expect import (
     MissingExpectationError,
     expected_list,
     mismatches,
-    pair_expectation,
     predicted_route,
     topology_pairs,
 )
@@ -33,6 +32,7 @@ from hil_importer.p2p import P2pImporter
 from hil_importer.pci import bar
 from hil_vfio import errname
 
+from harness.guest.plan import GuestPlan
 from harness.guest.shapes import export_shapes
 
 pytest_plugins = ["hil_importer.fixtures"]
@@ -41,22 +41,23 @@ MASK_BITS = 64  # as an importing driver sets it (edu's DMA engine is 64-bit)
 GIB = 1 << 30
 
 
-def _pairs(raw: dict[str, Any] | None) -> list[tuple[str, str]]:
+def _pairs(plan: GuestPlan | None) -> list[tuple[str, str]]:
     # The topology's pairs, predicted or not; outside a guest run (no plan) one placeholder pair.
-    return topology_pairs(raw) or [("exporter", "importer")]
+    return topology_pairs(plan) or [("exporter", "importer")]
 
 
-def _bar_size(raw: dict[str, Any] | None, exporter_id: str) -> int:
-    for dev in (raw or {}).get("devices", []):
-        if dev.get("id") == exporter_id:
-            return int(dev.get("bars", {}).get(str(BAR), 0))
+def _bar_size(plan: GuestPlan | None, exporter_id: str) -> int:
+    # A pair named only by an expectation may name a device the plan lacks: its tests still get collected.
+    for dev in plan.devices if plan else ():
+        if dev.id == exporter_id:
+            return dev.bars.get(BAR, 0)
     return 0
 
 
-def _cases(raw: dict[str, Any] | None) -> list[Any]:
+def _cases(plan: GuestPlan | None) -> list[Any]:
     cases = []
-    for exporter_id, importer_id in _pairs(raw):
-        size = _bar_size(raw, exporter_id)
+    for exporter_id, importer_id in _pairs(plan):
+        size = _bar_size(plan, exporter_id)
         for shape in export_shapes(size) if size else ["whole"]:
             label = f"{exporter_id}-{importer_id}-{shape}"
             cases.append(pytest.param((exporter_id, importer_id), shape, id=label))
@@ -80,10 +81,10 @@ def routing_probe() -> Iterator[RoutingProbe]:
         probe.close()
 
 
-def _predicted(raw: dict[str, Any] | None, pair: tuple[str, str]) -> str:
+def _predicted(plan: GuestPlan, pair: tuple[str, str]) -> str:
     """The oracle's route for the pair; a pair of the topology without one FAILS (never skips)."""
     try:
-        route = predicted_route(raw, *pair)
+        route = predicted_route(plan, *pair)
     except MissingExpectationError as exc:
         pytest.fail(str(exc))
     assert route in ROUTES, f"the oracle predicts an unknown route {route!r} for {pair[0]} -> {pair[1]}"
@@ -94,16 +95,14 @@ def _route(case: ImportCase, pair: tuple[str, str]) -> str:
     exporter_id, _ = pair
     if case.exporter_spec.id != exporter_id:
         pytest.skip(f"the exporter fixture serves {case.exporter_spec.id}, not {exporter_id}")
-    return _predicted(case.raw, pair)
+    return _predicted(case.plan, pair)
 
 
 @pytest.mark.parametrize("pair", PAIRS)
-def test_oracle_predicts_pair(
-    raw_plan: dict[str, Any], hil_details: dict[str, Any], pair: tuple[str, str]
-) -> None:
+def test_oracle_predicts_pair(plan: GuestPlan, hil_details: dict[str, Any], pair: tuple[str, str]) -> None:
     """Needs no device, module or kernel feature: on a kernel where the rest of the suite skips, an oracle
     that predicts nothing for a pair still fails the run."""
-    hil_details["route"] = _predicted(raw_plan, pair)
+    hil_details["route"] = _predicted(plan, pair)
 
 
 @pytest.mark.parametrize(("pair", "shape"), CASES)
@@ -141,7 +140,7 @@ def test_dma_list_matches_route(
 
 def _check_oracle_count(case: ImportCase, importer_id: str, shape: str, want: Expected) -> None:
     """The host oracle's entry count for this shape, when the plan carries it, must agree with ours."""
-    counts = pair_expectation(case.raw, case.exporter_spec.id, importer_id).get("sg_entries_for") or {}
+    counts = case.expectation(importer_id).sg_entries_for
     if shape not in counts:
         return
     oracle = counts[shape]

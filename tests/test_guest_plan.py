@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 
 from harness.errors import InfraError
+from harness.guest.build_plan import make_plan as build_plan
 from harness.guest.plan import (
+    QEMU_DMA,
+    ROUTES,
     DeviceSpec,
     GuestPlan,
+    MissingExpectationError,
+    PairExpectation,
     PlanError,
     dump_plan,
     load_plan,
@@ -19,6 +24,9 @@ from harness.guest.plan import (
     plan_to_dict,
     plan_to_json,
 )
+from harness.topology import load_topology
+from harness.topology.layout import lay_out
+from harness.topology.oracle import QemuDma, Route
 
 GLOB = "/sys/devices/pci0000:00/0000:00:10.0/0000:*:00.0/0000:*:00.0/0000:*:00.0"
 
@@ -39,6 +47,20 @@ def make_plan(tmp: Path = Path("/run/hil")) -> GuestPlan:
         pytest_args=("-k", "export and not slow"),
         modules_dir=None,
         guest_deadline_s=120.5,
+        expectations=(
+            PairExpectation(
+                "exporter",
+                "dma",
+                "host_bridge_iova",
+                "AMD host bridge",
+                "reaches_bar",
+                {"whole": 1, "multi": 1},
+            ),
+            PairExpectation(
+                "exporter", "spare", "refused", "no common bridge, Intel host bridge", None, {"whole": None}
+            ),
+            PairExpectation("spare", "dma", "bus_addr", "same switch"),
+        ),
     )
 
 
@@ -64,6 +86,57 @@ def test_json_shape_matches_design() -> None:
     assert raw["pytest_args"] == ["-k", "export and not slow"]
     assert raw["modules_dir"] is None
     assert raw["guest_deadline_s"] == 120.5
+    assert raw["expectations"][1] == {
+        "exporter": "exporter",
+        "importer": "spare",
+        "route": "refused",
+        "why": "no common bridge, Intel host bridge",
+        "qemu_dma": None,
+        "sg_entries_for": {"whole": None},
+    }
+    assert raw["expectations"][2]["sg_entries_for"] == {}
+
+
+def test_round_trip_keeps_every_expectation_field(tmp_path: Path) -> None:
+    plan = make_plan(tmp_path)
+    dump_plan(plan, tmp_path / "plan.json")
+    loaded = load_plan(tmp_path / "plan.json")
+    assert loaded.expectations == plan.expectations
+    assert all(isinstance(e, PairExpectation) for e in loaded.expectations)
+    assert loaded.expectation("exporter", "dma").sg_entries_for == {"whole": 1, "multi": 1}
+    assert loaded.expectation("exporter", "spare").qemu_dma is None
+
+
+@pytest.mark.parametrize("topology", ["switch-p2p", "switch-p2p-amd", "rootports-acs", "bar-4g"])
+def test_the_hosts_plan_round_trips(topology: str, tmp_path: Path) -> None:
+    """build_plan's typed predictions, through JSON, as the guest reads them."""
+    topo = load_topology(topology)
+    plan = build_plan(topo, lay_out(topo), "src:debian-7.2", tmp_path, tmp_path / "scratch", "t0k",
+                      None, 300.0, None)  # fmt: skip
+    assert plan.expectations, "the oracle predicts every pair of a shipped topology"
+    assert all(e.sg_entries_for for e in plan.expectations), "every exporter has a BAR2: counts per shape"
+    assert plan_from_dict(json.loads(plan_to_json(plan))) == plan
+    assert {(e.exporter, e.importer) for e in plan.expectations} == set(plan.pairs())
+
+
+def test_plan_restates_the_oracles_vocabulary() -> None:
+    """The guest cannot import harness.topology: plan.py restates Route and QemuDma; they must agree."""
+    assert get_args(Route) == ROUTES
+    assert get_args(QemuDma) == QEMU_DMA
+
+
+def test_pairs_and_expectation_lookup() -> None:
+    plan = make_plan()
+    # Devices first (exporter x importer|dma: only dma here), then pairs only the expectations name.
+    assert plan.pairs() == [("exporter", "dma"), ("exporter", "spare"), ("spare", "dma")]
+    assert plan.expectation("spare", "dma").route == "bus_addr"
+    with pytest.raises(MissingExpectationError) as info:
+        plan.expectation("dma", "exporter")
+    assert str(info.value) == (
+        "the plan has no routing expectation for the pair dma -> exporter (the oracle's predictions in "
+        "the plan: exporter -> dma, exporter -> spare, spare -> dma)"
+    )
+    assert isinstance(info.value, LookupError)
 
 
 def test_design_example_loads_with_defaults() -> None:
@@ -160,3 +233,38 @@ def test_unreadable_plan_is_an_infra_error(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(PlanError, match="cannot read plan"):
         load_plan(tmp_path / "bad.json")
+
+
+def _bad_expectation(index: int, **changes: Any) -> dict[str, Any]:
+    raw = plan_to_dict(make_plan())
+    for key, value in changes.items():
+        if value is _DELETE:
+            del raw["expectations"][index][key]
+        else:
+            raw["expectations"][index][key] = value
+    return raw
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (_bad_expectation(1, route="p2p"), "plan: expectations[1].route: expected one of bus_addr, "),
+        (_bad_expectation(1, route=_DELETE), "plan: expectations[1].route: expected one of "),
+        (_bad_expectation(0, exporter=_DELETE), "plan: expectations[0].exporter: expected a non-empty"),
+        (_bad_expectation(2, importer=""), "plan: expectations[2].importer: expected a non-empty string"),
+        (_bad_expectation(1, why=3), "plan: expectations[1].why: expected a non-empty string, got 3"),
+        (_bad_expectation(0, qemu_dma="maybe"), "plan: expectations[0].qemu_dma: expected one of reach"),
+        (_bad_expectation(0, sg_entries_for=[1]), "plan: expectations[0].sg_entries_for: expected an object"),
+        (_bad_expectation(0, sg_entries_for={"multi": 0}), "plan: expectations[0].sg_entries_for.multi: "),
+        (_bad_expectation(0, sg_entries_for={"whole": True}), "plan: expectations[0].sg_entries_for.whole: "),
+        (_bad_expectation(0, sg_entries_for={"whole": "1"}), "plan: expectations[0].sg_entries_for.whole: "),
+        (_bad_expectation(2, exporter="exporter", importer="dma"),
+         "plan: expectations[2]: a second prediction for exporter -> dma (first: expectations[0])"),
+        (_broken(expectations={}), "plan: expectations: expected a list"),
+        (_broken(expectations=["exporter -> dma"]), "plan: expectations[0]: expected an object, got str"),
+    ],
+)  # fmt: skip
+def test_invalid_expectations_name_the_field(raw: object, message: str) -> None:
+    with pytest.raises(PlanError) as info:
+        plan_from_dict(raw)
+    assert str(info.value).startswith(message), str(info.value)

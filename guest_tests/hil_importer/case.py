@@ -6,7 +6,6 @@ plugin module before pytest registers it would cost it assertion rewriting.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,7 +15,15 @@ import pytest
 from hil_vfio import DmaRange, VfioDevice, export_dma_buf, resolve_bdf
 from hil_vfio.uapi import VFIO_PCI_BAR2_REGION_INDEX
 
-from harness.guest.plan import PLAN_ENV, DeviceSpec, GuestPlan
+from harness.guest.plan import (
+    PLAN_ENV,
+    DeviceSpec,
+    GuestPlan,
+    MissingExpectationError,
+    PairExpectation,
+    PlanError,
+    load_plan,
+)
 from hil_importer.loader import Manifest
 from hil_importer.pci import PciFunction, parse_bdf
 
@@ -33,35 +40,35 @@ def require_feature(manifest: Manifest, feature: str) -> None:
         pytest.skip(reason)
 
 
-def collection_plan() -> dict[str, Any] | None:
-    """The raw plan at collection time (for parametrizing by pair), None outside a guest run."""
+def collection_plan() -> GuestPlan | None:
+    """The plan at collection time (for parametrizing by pair), None outside a guest run.
+
+    An unreadable plan is None here too: the `plan` fixture then fails every test that needs it, with
+    the reason, rather than the whole module failing to collect.
+    """
     path = os.environ.get(PLAN_ENV)
     if not path:
         return None
     try:
-        with open(path, encoding="utf-8") as handle:
-            data: dict[str, Any] = json.load(handle)
-    except (OSError, ValueError):
+        return load_plan(path)
+    except PlanError:
         return None
-    return data
 
 
-def importer_ids(raw: dict[str, Any] | None) -> list[str]:
+def importer_ids(plan: GuestPlan | None) -> list[str]:
     """Devices that can be the importing side: roles importer and dma (the oracle's choice too)."""
-    if raw is None:
+    if plan is None:
         return []
-    return [d["id"] for d in raw.get("devices", []) if d.get("role") in ("importer", "dma")]
+    return [dev.id for dev in plan.devices if dev.role in ("importer", "dma")]
 
 
-def expectation(raw: dict[str, Any], exporter_id: str, importer_id: str) -> dict[str, Any]:
-    """The oracle's prediction for the pair, or a skip saying it is missing."""
-    expectations = raw.get("expectations")
-    if not expectations:
-        pytest.skip("the plan has no expectations (the oracle's predictions per pair)")
-    for exp in expectations:
-        if exp.get("exporter") == exporter_id and exp.get("importer") == importer_id:
-            return dict(exp)
-    pytest.skip(f"the plan has no expectation for {exporter_id} -> {importer_id}")
+def expectation(plan: GuestPlan, exporter_id: str, importer_id: str) -> PairExpectation:
+    """The oracle's prediction for the pair. None is a FAILURE naming the pair: a skip would let an oracle
+    that predicts nothing turn every suite that asks into skips, and the run green."""
+    try:
+        return plan.expectation(exporter_id, importer_id)
+    except MissingExpectationError as exc:
+        pytest.fail(str(exc))
 
 
 @dataclass
@@ -69,7 +76,6 @@ class ImportCase:
     """What an importer test works with: the plan, the exporter (open through VFIO), its dma-bufs."""
 
     plan: GuestPlan
-    raw: dict[str, Any]
     exporter: VfioDevice
     exporter_spec: DeviceSpec
     details: dict[str, Any]
@@ -82,8 +88,12 @@ class ImportCase:
     def function(self, device_id: str) -> PciFunction:
         return device_function(self.plan, device_id)
 
+    def expectation(self, importer_id: str) -> PairExpectation:
+        """The oracle's prediction for this exporter and `importer_id`; fails the test when there is none."""
+        return expectation(self.plan, self.exporter_spec.id, importer_id)
+
     def route(self, importer_id: str) -> str:
-        return str(expectation(self.raw, self.exporter_spec.id, importer_id)["route"])
+        return self.expectation(importer_id).route
 
     def export(self, ranges: Sequence[tuple[int, int]] | None = None) -> int:
         """A dma-buf of `ranges` (offset, length) of BAR2, the whole BAR by default; closed at teardown."""

@@ -18,61 +18,45 @@ predicted_route).
 from __future__ import annotations
 
 import errno
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
+from harness.guest.plan import ROUTES, GuestPlan, MissingExpectationError, PairExpectation
 from harness.guest.shapes import MAX_SG_ENT_SZ, PAGE
 from hil_importer.sg import DmaList, SgEntry
 
-ROUTES = ("bus_addr", "host_bridge_iova", "host_bridge_direct", "refused")
+# ROUTES and MissingExpectationError live with the plan now; the test modules still take them from here.
+__all__ = [
+    "MAX_SG_ENT_SZ",
+    "REFUSED_ERRNO",
+    "ROUTES",
+    "Expected",
+    "MissingExpectationError",
+    "expected_list",
+    "mismatches",
+    "pair_expectation",
+    "predicted_route",
+    "split_span",
+    "topology_pairs",
+    "trim",
+]
+
 REFUSED_ERRNO = errno.EINVAL
 
 
-class MissingExpectationError(LookupError):
-    """The plan carries no oracle prediction for a pair of the topology: the pair cannot be checked."""
+def topology_pairs(plan: GuestPlan | None) -> list[tuple[str, str]]:
+    """Every (exporter, importer) pair of the plan (GuestPlan.pairs); none outside a guest run."""
+    return [] if plan is None else plan.pairs()
 
 
-def topology_pairs(raw: Mapping[str, Any] | None) -> list[tuple[str, str]]:
-    """Every (exporter, importer) pair of the plan's devices, as the host oracle pairs them (each exporter
-    against each device with role importer or dma), then any further pair the expectations name.
-
-    From the devices, not from the expectations: a pair the oracle left out must still get its tests,
-    which then fail for want of a prediction instead of never being collected.
-    """
-    if raw is None:
-        return []
-    devices = raw.get("devices") or []
-    exporters = [str(d["id"]) for d in devices if d.get("role") == "exporter"]
-    importers = [str(d["id"]) for d in devices if d.get("role") in ("importer", "dma")]
-    pairs = [(e, i) for e in exporters for i in importers if i != e]
-    for exp in raw.get("expectations") or []:
-        pair = (str(exp.get("exporter")), str(exp.get("importer")))
-        if pair not in pairs:
-            pairs.append(pair)
-    return pairs
-
-
-def pair_expectation(raw: Mapping[str, Any] | None, exporter_id: str, importer_id: str) -> dict[str, Any]:
+def pair_expectation(plan: GuestPlan, exporter_id: str, importer_id: str) -> PairExpectation:
     """The oracle's prediction for the pair; MissingExpectationError, naming the pair, when the plan has
     none (a skip there would let an oracle that predicts nothing turn the routing suite green)."""
-    expectations = (raw or {}).get("expectations") or []
-    for exp in expectations:
-        if exp.get("exporter") == exporter_id and exp.get("importer") == importer_id:
-            if not isinstance(exp.get("route"), str):
-                raise MissingExpectationError(
-                    f"the plan's expectation for {exporter_id} -> {importer_id} names no route: {exp}"
-                )
-            return dict(exp)
-    predicted = ", ".join(f"{e.get('exporter')} -> {e.get('importer')}" for e in expectations) or "none"
-    raise MissingExpectationError(
-        f"the plan has no routing expectation for the pair {exporter_id} -> {importer_id} "
-        f"(the oracle's predictions in the plan: {predicted})"
-    )
+    return plan.expectation(exporter_id, importer_id)
 
 
-def predicted_route(raw: Mapping[str, Any] | None, exporter_id: str, importer_id: str) -> str:
-    return str(pair_expectation(raw, exporter_id, importer_id)["route"])
+def predicted_route(plan: GuestPlan, exporter_id: str, importer_id: str) -> str:
+    return pair_expectation(plan, exporter_id, importer_id).route
 
 
 def split_span(addr: int, length: int) -> list[SgEntry]:

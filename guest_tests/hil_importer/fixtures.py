@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 import pytest
 from hil_vfio import VfioDevice
 
-from harness.guest.plan import PLAN_ENV, DeviceSpec, GuestPlan
+from harness.guest.plan import DeviceSpec, GuestPlan
 from hil_importer.case import ImportCase
 from hil_importer.loader import P2P_MODULE, RDMA_MODULE, Manifest, load, read_manifest
 from hil_importer.p2p import P2pImporter
@@ -55,21 +54,12 @@ def rdma(rdma_module: Manifest) -> Iterator[RdmaImporter]:
         yield importer
 
 
-@pytest.fixture(scope="session")
-def raw_plan() -> dict[str, Any]:
-    """The plan JSON as written, for fields GuestPlan does not model (expectations)."""
-    with open(os.environ[PLAN_ENV], encoding="utf-8") as handle:
-        data: dict[str, Any] = json.load(handle)
-    return data
-
-
 @pytest.fixture
 def case(
-    exporter: VfioDevice, exporter_spec: DeviceSpec, plan: GuestPlan, raw_plan: dict[str, Any],
-    hil_details: dict[str, Any],
-) -> Iterator[ImportCase]:  # fmt: skip
+    exporter: VfioDevice, exporter_spec: DeviceSpec, plan: GuestPlan, hil_details: dict[str, Any]
+) -> Iterator[ImportCase]:
     """Request it before `p2p`/`rdma`: importers are then closed (unmapped) before the exporter."""
-    state = ImportCase(plan, raw_plan, exporter, exporter_spec, hil_details)
+    state = ImportCase(plan, exporter, exporter_spec, hil_details)
     try:
         yield state
     finally:

@@ -3,24 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from harness.guest.plan import DeviceSpec, GuestPlan
+from harness.guest.plan import DeviceSpec, GuestPlan, PairExpectation
 from harness.guest.shapes import export_shapes
 from harness.paths import GUEST_TESTS_DIR
 from harness.topology import Layout, Topology, backing_files
 from harness.topology.oracle import predict_pairs, sg_entries
 
 
-def pair_expectations(topo: Topology, layout: Layout) -> tuple[dict[str, Any], ...]:
+def pair_expectations(topo: Topology, layout: Layout) -> tuple[PairExpectation, ...]:
     """The oracle's prediction per exporter/importer pair, with sg entry counts per export shape."""
     bars = {d.id: d.bars.get(2, 0) for d in layout.devices}
     out = []
     for p in predict_pairs(topo):
         shapes = export_shapes(bars[p.exporter]) if bars[p.exporter] else {}
         counts = {name: sg_entries(p.route, [n for _, n in ranges]) for name, ranges in shapes.items()}
-        out.append({"exporter": p.exporter, "importer": p.importer, "route": p.route, "why": p.why,
-                    "qemu_dma": p.qemu_dma, "sg_entries_for": counts})  # fmt: skip
+        out.append(PairExpectation(exporter=p.exporter, importer=p.importer, route=p.route, why=p.why,
+                                   qemu_dma=p.qemu_dma, sg_entries_for=counts))  # fmt: skip
     return tuple(out)
 
 
