@@ -61,7 +61,7 @@ from harness.results.write import Evidence, write_junit, write_reproduce, write_
 from harness.rundir import claim_out_dir
 from harness.topology import Topology, backing_files, lay_out
 from harness.vm.command import guarded_argv, vng_argv
-from harness.vm.interface import VmFactory, VmLaunch, real_vm
+from harness.vm.interface import CellVM, VmFactory, VmLaunch, real_vm
 
 __all__ = [
     "CellRequest",
@@ -77,10 +77,27 @@ __all__ = [
 
 Progress = Callable[[str], None]
 
-# Time the guest needs before its test entry starts (TCG boot of a stock kernel, measured ~5 s);
-# the guest-side watchdog fires this much before the host deadline so the blocked stacks get out.
+# Time the guest needs before its test entry starts (TCG boot of a stock kernel, measured ~5 s); only
+# the first guess: when the entry really starts, the host deadline moves to that time plus the guest's
+# own deadline plus the margin, so a slow boot never lets the host kill the guest before its watchdog.
 GUEST_BOOT_ALLOWANCE_S = 20.0
+# The guest-side watchdog fires this much before the host would give up, so the blocked stacks get out.
 GUEST_WATCHDOG_MARGIN_S = 15.0
+
+
+def test_limit_s(guest_deadline_s: float, idle_timeout_s: float) -> float:
+    """How long one test may run before the guest watchdog calls it hung: below the host's silence
+    detector (a hung test prints nothing, and the host's kill would come without the stacks), and
+    at most half the guest's budget."""
+    return max(5.0, min(guest_deadline_s / 2, idle_timeout_s - GUEST_WATCHDOG_MARGIN_S))
+
+
+def idle_limit(seen: ConsoleWatch, idle_timeout_s: float, guest_deadline_s: float) -> float:
+    """How much console silence is normal now. Python and pytest starting over 9p print nothing for
+    a long while on a slow machine; the guest's own deadline covers that phase (it reports a start-up
+    timeout itself), so the host waits for it rather than calling slowness a hang."""
+    starting = "guest_command" in seen.timeline.names() and seen.collected is None and seen.done is None
+    return max(idle_timeout_s, guest_deadline_s + GUEST_WATCHDOG_MARGIN_S) if starting else idle_timeout_s
 
 
 def known_issue_judge(entries: Sequence[KnownIssue], kernel_version: str, topology: str) -> Judge:
@@ -144,7 +161,7 @@ def run_cell(
         guest_deadline = max(10.0, req.timeout - GUEST_BOOT_ALLOWANCE_S - GUEST_WATCHDOG_MARGIN_S)
         plan = make_plan(
             topo, layout, req.kernel_label, run_dir, scratch, token, req.select, guest_deadline, modules_dir,
-            tests_dir,
+            tests_dir, test_limit_s(guest_deadline, req.idle_timeout),
         )  # fmt: skip
         plan_path = run_dir / "plan.json"
         dump_plan(plan, plan_path)
@@ -185,12 +202,7 @@ def run_cell(
         try:
             vm.launch()
             seen.timeline.mark("qemu_start", now())
-            try:
-                for event in vm.watch(deadline, req.idle_timeout):
-                    observe(event, seen, now(), progress, judge)
-            except GuestHang as exc:
-                seen.hang = f"{exc} ({phase_of(seen, now())})"
-                progress(f"guest hung: {seen.hang}")
+            _watch_guest(vm, seen, deadline, req.idle_timeout, guest_deadline, progress, judge)
         finally:
             vm.shutdown(before_cleanup=after_stop)
     vm_s = (seen.timeline.at("vm_stopped") or now()) - (seen.timeline.at("qemu_start") or 0.0)
@@ -224,6 +236,33 @@ def run_cell(
     return CellResult(run_dir, meta, records, result_verdict, evidence)
 
 
+def _watch_guest(
+    vm: CellVM,
+    seen: ConsoleWatch,
+    deadline: Deadline,
+    idle_timeout_s: float,
+    guest_deadline_s: float,
+    progress: Progress,
+    judge: Judge,
+) -> None:
+    """Fold the console into `seen` until the guest ends, or the host gives up on it (seen.hang)."""
+
+    def now() -> float:
+        return time.monotonic() - deadline.start
+
+    idle = functools.partial(idle_limit, seen, idle_timeout_s, guest_deadline_s)
+    try:
+        for event in vm.watch(deadline, idle):
+            was_started = seen.started
+            observe(event, seen, now(), progress, judge)
+            if seen.started and not was_started:
+                # The guest's deadline counts from here: the host's must not end first.
+                deadline.seconds = max(deadline.seconds, now() + guest_deadline_s + GUEST_WATCHDOG_MARGIN_S)
+    except GuestHang as exc:
+        seen.hang = f"{exc} ({phase_of(seen, now())})"
+        progress(f"guest hung: {seen.hang}")
+
+
 def _evidence(
     seen: ConsoleWatch,
     end: GuestEnd,
@@ -253,6 +292,8 @@ def _done_reason(seen: ConsoleWatch) -> str | None:
     status = done.get("status")
     if status == "timeout":
         limit, phase = done.get("deadline_s", "?"), done.get("phase", "?")
+        if done.get("test"):
+            phase = f"{phase} {done['test']} (running {done.get('test_elapsed', '?')} s, within its limit)"
         return f"the guest's {limit} s deadline passed during {phase}: slow, no test stuck (raise --timeout)"
     if status == "error":
         return f"guest entry error: {done.get('message', '?')}"

@@ -259,3 +259,18 @@ def test_the_report_says_where_the_time_went(tmp_path: Path) -> None:
     for phase in ("launch", "firmware+kernel", "python", "collect", "tests", "power-off", "host"):
         assert f"{phase} " in time_line
     assert "not reached" not in time_line
+
+
+def test_silence_while_python_starts_is_left_to_the_guest_deadline() -> None:
+    """A slow machine: Python and pytest starting over 9p print nothing for a minute. The host's
+    silence detector must not call that a hang; the guest's own deadline covers start-up."""
+    from harness.console.watch import ConsoleWatch
+    from harness.run import idle_limit, test_limit_s
+
+    seen = ConsoleWatch()
+    assert idle_limit(seen, 120, 500) == 120  # booting: the kernel talks
+    seen.timeline.mark("guest_command", 5.0)
+    assert idle_limit(seen, 120, 500) >= 500  # Python starting: the guest will say if it is too slow
+    seen.collected = 80
+    assert idle_limit(seen, 120, 500) == 120  # tests running: a silent test is the watchdog's to catch
+    assert test_limit_s(500, 120) < 120, "the guest watchdog must fire before the host's silence detector"

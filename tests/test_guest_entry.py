@@ -3,9 +3,11 @@ sysrq/power-off action replaced (run for real, they would act on the host)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -149,22 +151,110 @@ def test_deadline_in_guest_dumps_tasks_and_powers_off(
     tmp_path: Path, recorder: _Recorder, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr(entry, "is_guest", lambda: True)
-    plan, plan_path = _plan(tmp_path, HANGING, deadline=3.0)
+    plan, plan_path = _plan(tmp_path, HANGING, deadline=6.0)
     assert entry.run(plan, str(plan_path)) == entry.EXIT_INFRA
     assert recorder.sysrq == ["w", "l"]
     assert recorder.powered_off
     assert (tmp_path / "sysrq").read_text() == "1"
     kind, done = _frames(capfd.readouterr().out)[-1]
-    assert kind == "done" and done["status"] == "hung" and done["deadline_s"] == 3.0
-    assert done["elapsed"] >= 3.0
+    assert kind == "done" and done["status"] == "hung" and done["deadline_s"] == 6.0
+    # Not before its limit: with no plan.test_timeout_s nor marker, half the overall deadline.
+    assert done["test_timeout_s"] == 3.0 and done["test_elapsed"] >= 3.0
+    assert done["test"] == "test_one.py::test_hang" and done["phase"] == "test"
 
 
 def test_deadline_outside_a_guest_kills_pytest_instead(
     tmp_path: Path, recorder: _Recorder, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr(entry, "is_guest", lambda: False)
-    plan, plan_path = _plan(tmp_path, HANGING, deadline=3.0)
+    plan, plan_path = _plan(tmp_path, HANGING, deadline=6.0)
     assert entry.run(plan, str(plan_path)) == entry.EXIT_INFRA
     assert recorder.sysrq == [] and not recorder.powered_off
     assert recorder.procs[0].wait(timeout=10) != 0
     assert _frames(capfd.readouterr().out)[-1][1]["status"] == "hung"
+
+
+# --- the watchdog tells slow start-up, a hung test and a suite out of time apart (issue 7) -------------
+
+
+def _plan_with(
+    tmp_path: Path, source: str, deadline: float, test_timeout: float | None = None
+) -> tuple[GuestPlan, Path]:
+    plan, plan_path = _plan(tmp_path, source, deadline=deadline)
+    plan = dataclasses.replace(plan, test_timeout_s=test_timeout)
+    dump_plan(plan, plan_path)
+    return plan, plan_path
+
+
+# Module-level sleeps stand for Python and pytest starting over 9p on a slow machine: they happen
+# while pytest collects, before any test begins.
+SLOW_START = "import time\n\nimport pytest\n\ntime.sleep({startup})\n\n"
+
+
+def test_slow_startup_past_the_test_limit_is_not_hung(
+    tmp_path: Path, recorder: _Recorder, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(entry, "is_guest", lambda: True)
+    source = SLOW_START.format(startup=5.0) + "def test_quick():\n    pass\n"
+    plan, plan_path = _plan_with(tmp_path, source, deadline=60.0, test_timeout=2.5)
+    assert entry.run(plan, str(plan_path)) == 0
+    assert recorder.sysrq == [] and not recorder.powered_off
+    kind, done = _frames(capfd.readouterr().out)[-1]
+    assert kind == "done" and done["status"] == "finished" and done["exit_code"] == 0, done
+    assert done["elapsed"] >= 5.0, "start-up really took longer than the per-test limit"
+
+
+def test_a_test_blocked_past_its_limit_is_hung_and_named(
+    tmp_path: Path, recorder: _Recorder, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(entry, "is_guest", lambda: True)
+    source = SLOW_START.format(startup=2.0) + (
+        "def test_quick():\n    pass\n\n"
+        "@pytest.mark.hil_timeout(1.5)\ndef test_blocks():\n    time.sleep(60)\n\n"
+        "def test_never_reached():\n    pass\n"
+    )
+    plan, plan_path = _plan_with(tmp_path, source, deadline=60.0)
+    started = time.monotonic()
+    assert entry.run(plan, str(plan_path)) == entry.EXIT_INFRA
+    assert time.monotonic() - started < 30.0, "the per-test limit fired, not the overall deadline"
+    assert recorder.sysrq == ["w", "l"] and recorder.powered_off
+    frames = _frames(capfd.readouterr().out)
+    kind, done = frames[-1]
+    assert kind == "done" and done["status"] == "hung" and done["phase"] == "test", done
+    assert done["test"] == "test_one.py::test_blocks"
+    assert done["test_timeout_s"] == 1.5 and 1.5 <= done["test_elapsed"] < 10.0, done
+    assert done["deadline_s"] == 60.0
+    # The limit counts from the test's begin, not from the entry's start (start-up took 2 s).
+    assert done["test_started"] >= 2.0
+    assert done["elapsed"] >= done["test_started"] + done["test_elapsed"] - 0.1
+    assert done["startup_s"] >= 2.0 and done["collected"] == 3
+    assert ("begin", {"name": "test_one.py::test_blocks"}) in frames
+
+
+def test_overall_deadline_during_startup_is_a_timeout_not_a_hang(
+    tmp_path: Path, recorder: _Recorder, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(entry, "is_guest", lambda: False)
+    source = SLOW_START.format(startup=60.0) + "def test_never_collected():\n    pass\n"
+    plan, plan_path = _plan_with(tmp_path, source, deadline=2.0, test_timeout=1.0)
+    assert entry.run(plan, str(plan_path)) == entry.EXIT_INFRA
+    assert recorder.procs[0].wait(timeout=10) != 0, "pytest was killed"
+    kind, done = _frames(capfd.readouterr().out)[-1]
+    assert kind == "done" and done["status"] == "timeout" and done["phase"] == "startup", done
+    assert done["deadline_s"] == 2.0 and done["elapsed"] >= 2.0
+    assert "test" not in done and "collected" not in done
+
+
+def test_overall_deadline_inside_a_test_within_its_limit_is_a_timeout_naming_it(
+    tmp_path: Path, recorder: _Recorder, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(entry, "is_guest", lambda: False)
+    source = "import time\n\nimport pytest\n\n" + (
+        "@pytest.mark.hil_timeout(100)\ndef test_slow():\n    time.sleep(60)\n"
+    )
+    plan, plan_path = _plan_with(tmp_path, source, deadline=8.0)
+    assert entry.run(plan, str(plan_path)) == entry.EXIT_INFRA
+    kind, done = _frames(capfd.readouterr().out)[-1]
+    assert kind == "done" and done["status"] == "timeout" and done["phase"] == "test", done
+    assert done["test"] == "test_one.py::test_slow" and done["test_timeout_s"] == 100
+    assert 0 < done["test_elapsed"] < 100 and done["elapsed"] >= 8.0

@@ -34,6 +34,7 @@ def make_plan(
     guest_deadline_s: float | None,
     modules_dir: Path | None,
     tests_dir: Path = GUEST_TESTS_DIR,
+    test_timeout_s: float | None = None,
 ) -> GuestPlan:
     backing = {dev_id: path for dev_id, path, _size in backing_files(layout, scratch)}
     devices = tuple(
@@ -59,4 +60,5 @@ def make_plan(
         modules_dir=modules_dir,
         guest_deadline_s=guest_deadline_s,
         expectations=pair_expectations(topo, layout),
+        test_timeout_s=test_timeout_s,
     )

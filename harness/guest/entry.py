@@ -1,9 +1,12 @@
 """Guest entry point: `python -m harness.guest.entry <plan.json>`, run by vng inside the VM.
 
 Runs pytest as a subprocess on plan.tests_dir with the results plugin, its output going straight to the
-console, and frames start/done lines around it (protocol.py). If plan.guest_deadline_s passes first, the
-test process is presumed stuck in the kernel, where no signal reaches it: dump the blocked tasks'
-stacks to the console, report "hung", and power the VM off with sysrq (the only way out).
+console, and frames start/done lines around it (protocol.py). The plugin tells the entry's watchdog
+what pytest is doing over a pipe (phases.py): starting up, between tests, in test X since when. A test
+past its own limit (plan.test_timeout_s, or its hil_timeout marker) is presumed stuck in the kernel,
+where no signal reaches it: dump the blocked tasks' stacks to the console, report "hung" naming the
+test, and power the VM off with sysrq (the only way out). plan.guest_deadline_s passing first, in any
+phase (Python starting slowly over 9p, say), is reported "timeout" with the phase, the same way out.
 
 Stdlib only, and nothing is written outside the run directory: the host tree is read-only here.
 """
@@ -14,6 +17,7 @@ import contextlib
 import ctypes
 import os
 import platform
+import select
 import subprocess
 import sys
 import termios
@@ -21,6 +25,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from harness.guest.phases import PHASE_FD_ENV, PhaseState
 from harness.guest.plan import PLAN_ENV, GuestPlan, PlanError, load_plan
 from harness.guest.protocol import CONSOLE_FD_ENV, encode_frame
 
@@ -30,13 +35,20 @@ SYSRQ_ENABLE = Path("/proc/sys/kernel/sysrq")
 PROC_CMDLINE = Path("/proc/cmdline")
 # Time for the kernel and the tty to push console output out before the VM disappears.
 CONSOLE_SETTLE_S = 2.0
+# The watchdog learns of pytest's exit from the phase pipe's end of file; a grandchild that inherited
+# the pipe would hide it, so the exit is also polled this often.
+EXIT_POLL_S = 1.0
 EXIT_INFRA = 3
 
 
 def pytest_command(plan: GuestPlan, python: str) -> list[str]:
     tests = str(plan.tests_dir)
+    # Byte-code and assertion rewrites prepared on the host (harness.guest.prepare): the guest cannot
+    # write them into the read-only tree, so without the prefix it compiles them again on every boot.
+    prefix = [] if plan.pycache_prefix is None else ["-X", f"pycache_prefix={plan.pycache_prefix}"]
     return [
         python,
+        *prefix,
         "-m",
         "pytest",
         tests,
@@ -108,16 +120,49 @@ def _power_off() -> None:
     ctypes.CDLL(None, use_errno=True).reboot(linux_reboot_cmd_power_off)
 
 
-def _on_deadline(plan: GuestPlan, proc: subprocess.Popen[bytes], started: float) -> int:
+def _watch(
+    proc: subprocess.Popen[bytes], phase_fd: int, state: PhaseState, deadline_s: float | None
+) -> int | dict[str, object]:
+    """Follow the plugin's steps until pytest exits (its exit code) or a limit passes (the done payload)."""
+    pending = b""
+    pipe_open = True
+    while True:
+        now = time.monotonic()
+        expired = state.expired(now, deadline_s)
+        if expired is not None:
+            return expired
+        expiry = state.next_expiry(deadline_s)
+        wait = None if expiry is None else max(0.0, expiry - now)
+        if not pipe_open:
+            try:
+                return proc.wait(timeout=wait)
+            except subprocess.TimeoutExpired:
+                continue
+        poll = EXIT_POLL_S if wait is None else min(wait, EXIT_POLL_S)
+        readable, _, _ = select.select([phase_fd], [], [], poll)
+        if not readable:
+            if proc.poll() is not None:
+                pipe_open = False  # pytest is gone: what it said is all there is
+            continue
+        chunk = os.read(phase_fd, 65536)
+        if not chunk:
+            pipe_open = False
+            continue
+        *lines, pending = (pending + chunk).split(b"\n")
+        for line in lines:
+            state.feed(line, time.monotonic())
+
+
+def _on_deadline(plan: GuestPlan, proc: subprocess.Popen[bytes], done: dict[str, object]) -> int:
     in_guest = is_guest()
     if in_guest:
+        # Also after a mere timeout: where a slow phase waits (9p, say) is worth having.
         _dump_blocked_tasks()
         time.sleep(CONSOLE_SETTLE_S)  # printk may print from a thread: let the dump out first
     else:
-        print("hil guest entry: deadline passed outside a VM: killing pytest, not powering off", flush=True)
+        print(f"hil guest entry: {done['status']} outside a VM: killing pytest, not powering off", flush=True)
         proc.kill()
-    elapsed = round(time.monotonic() - started, 3)
-    emit(plan.token, "done", {"status": "hung", "deadline_s": plan.guest_deadline_s, "elapsed": elapsed})
+    emit(plan.token, "done", done)
     _drain_console()
     if in_guest:
         # A task stuck in the kernel cannot be killed, and the guest's shutdown would wait for it.
@@ -135,24 +180,31 @@ def run(plan: GuestPlan, plan_path: str) -> int:
     )
     os.chdir(plan.run_dir)  # a stray relative write lands in the shared run dir, not the read-only tree
     console_fd = os.dup(1)  # pytest's fd capture takes over fd 1; the plugin frames on this copy
+    phase_read, phase_write = os.pipe()
+    env = pytest_env(os.environ, plan_path, console_fd)
+    env[PHASE_FD_ENV] = str(phase_write)
     try:
         proc = subprocess.Popen(
             pytest_command(plan, sys.executable),
-            env=pytest_env(os.environ, plan_path, console_fd),
-            pass_fds=(console_fd,),
+            env=env,
+            pass_fds=(console_fd, phase_write),
             stdin=subprocess.DEVNULL,
         )
     except OSError as exc:
+        os.close(phase_read)
         emit(plan.token, "done", {"status": "error", "message": f"cannot start pytest: {exc}"})
         _drain_console()
         return EXIT_INFRA
     finally:
         os.close(console_fd)
-    deadline = plan.guest_deadline_s
+        os.close(phase_write)  # only pytest holds it now: its exit is the pipe's end of file
     try:
-        exit_code = proc.wait(timeout=None if deadline is None else deadline - (time.monotonic() - started))
-    except subprocess.TimeoutExpired:
-        return _on_deadline(plan, proc, started)
+        ended = _watch(proc, phase_read, PhaseState(started), plan.guest_deadline_s)
+    finally:
+        os.close(phase_read)
+    if isinstance(ended, dict):
+        return _on_deadline(plan, proc, ended)
+    exit_code = ended
     elapsed = round(time.monotonic() - started, 3)
     emit(plan.token, "done", {"status": "finished", "exit_code": exit_code, "elapsed": elapsed})
     _drain_console()

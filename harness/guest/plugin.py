@@ -16,6 +16,7 @@ a copy of fd 1 taken at import, before pytest's fd capture replaces fd 1.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Generator
@@ -25,6 +26,8 @@ from typing import Any
 
 import pytest
 
+from harness.guest.clock import since_start
+from harness.guest.phases import PHASE_FD_ENV, encode_step
 from harness.guest.plan import PLAN_ENV, load_plan
 from harness.guest.protocol import CONSOLE_FD_ENV, encode_frame
 
@@ -113,6 +116,11 @@ class ResultsWriter:
         if report.failed:
             self._finish(report.nodeid or ".", _Pending("error", summarize(report)))
 
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        # For the host's timeline: start-up (Python, pytest, imports over 9p) ends here. The guest
+        # entry is this process's parent, so "t" counts from its start.
+        self._console("collected", {"count": len(session.items), **since_start(os.getppid())})
+
     # --- output -------------------------------------------------------------------------------
 
     def _finish(self, nodeid: str, state: _Pending) -> None:
@@ -130,11 +138,59 @@ class ResultsWriter:
             out.write(line)
             out.flush()
             os.fsync(out.fileno())
-        self._console("test", {"name": nodeid, "outcome": state.outcome, "duration": record["duration"]})
+        # The message and errnos let the host's live view judge a failure against the known issues
+        # exactly as the final report will (harness.results.known_issues.judge_test_frame).
+        errnos = {k: v for k, v in state.details.items() if k == "errno" or k.endswith("_errno")}
+        frame = {"name": nodeid, "outcome": state.outcome, "duration": record["duration"]}
+        if state.outcome in ("failed", "error"):
+            frame.update(message=state.message, details=errnos)
+        self._console("test", frame)
 
     def _console(self, kind: str, payload: dict[str, object]) -> None:
         # One write() per frame keeps it whole on the console.
         os.write(self.console_fd, encode_frame(self.token, kind, payload).encode())
+
+
+class PhaseReporter:
+    """Tells the guest entry's watchdog the phase over $HIL_PHASE_FD (harness.guest.phases): only a
+    test past its own limit is hung, however long Python took to start before it."""
+
+    def __init__(self, fd: int, default_timeout_s: float | None) -> None:
+        self.fd = fd
+        self.default_timeout_s = default_timeout_s
+
+    def test_timeout_s(self, item: pytest.Item) -> float | None:
+        marker = item.get_closest_marker("hil_timeout")
+        if marker is None:
+            return self.default_timeout_s
+        value = marker.kwargs.get("seconds", marker.args[0] if marker.args else None)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise pytest.UsageError(f"{item.nodeid}: hil_timeout(seconds) must be positive, got {value!r}")
+        return float(value)
+
+    @pytest.hookimpl(trylast=True)  # after the suite's own deselection: only tests that will run
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        for item in items:
+            self.test_timeout_s(item)  # a bad marker stops the run here, not in the middle of it
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self._send(encode_step("collected", count=len(session.items)))
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_protocol(self, item: pytest.Item) -> Generator[None, None, None]:
+        # Around setup, call and teardown: a hang closing a device in a fixture's teardown is this test's.
+        self._send(encode_step("begin", name=item.nodeid, timeout_s=self.test_timeout_s(item)))
+        yield
+        self._send(encode_step("end", name=item.nodeid))
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self) -> None:
+        self._send(encode_step("finish"))
+
+    def _send(self, line: bytes) -> None:
+        # The watchdog gone (it gave up on us and is powering off) leaves nothing to tell.
+        with contextlib.suppress(OSError):
+            os.write(self.fd, line)
 
 
 _WRITER_KEY = pytest.StashKey[ResultsWriter]()
@@ -150,6 +206,12 @@ def pytest_configure(config: pytest.Config) -> None:
     writer = ResultsWriter(plan.results_path, plan.token, console_fd)
     config.stash[_WRITER_KEY] = writer
     config.pluginmanager.register(writer, "hil-results-writer")
+    config.addinivalue_line(
+        "markers", "hil_timeout(seconds): the test is hung after so long (default: the plan's test_timeout_s)"
+    )
+    phase_fd = os.environ.get(PHASE_FD_ENV)
+    if phase_fd:
+        config.pluginmanager.register(PhaseReporter(int(phase_fd), plan.test_limit_s()), "hil-phase-reporter")
 
 
 @pytest.fixture

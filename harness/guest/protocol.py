@@ -8,7 +8,16 @@ kind is one of KINDS (harness.console.events parses them on the host):
     begin  {"name"}                               a test starts (names it if the guest dies in it)
     test   {"name", "outcome", "duration"}        a test finished; its record is already on disk
     done   {"status": "finished", "exit_code", "elapsed"}
-           {"status": "hung", "deadline_s", "elapsed"}   (then the guest powers itself off)
+           {"status": "hung", "phase": "test", "test", "test_started", "test_elapsed", "test_timeout_s",
+            "startup_s", "collected", "deadline_s", "elapsed"}
+               a test ran past its own limit (plan.test_timeout_s or @pytest.mark.hil_timeout);
+               test_started: seconds from the entry's start to the test's begin
+           {"status": "timeout", "phase", "deadline_s", "elapsed", ...}
+               plan.guest_deadline_s passed with no test past its limit: slow, not hung. phase is
+               "startup" (Python/pytest not done collecting), "between" (after a test, or before the
+               first: with "last_test"), "finish" (after the last test) or "test" (with the test's
+               fields as for hung); startup_s and collected once collection is over
+               (after hung or timeout the blocked tasks are on the console and the guest powers itself off)
            {"status": "error", "message"}
 
 A frame may start mid-line (after pytest's progress dots). Its JSON never contains '@' (escaped as

@@ -66,7 +66,7 @@ class ReplayVM:
         self.launched = True
         self.recording.guest(self.launch_spec.plan)
 
-    def watch(self, deadline: Deadline, idle_timeout: float) -> Iterator[Event]:
+    def watch(self, deadline: Deadline, idle_timeout: float | Callable[[], float]) -> Iterator[Event]:
         if not self.launched:
             raise LaunchError("watch() before launch()", " ".join(self.launch_spec.argv))
         text = self.recording.console.replace(
@@ -82,7 +82,8 @@ class ReplayVM:
             if self.recording.ending == "silent":
                 log.flush()
                 # The guest says nothing more: as GuestVM would after the idle timeout (not waited for).
-                raise GuestHang(f"no console output for {idle_timeout:.0f} s", self.console_tail())
+                limit = idle_timeout() if callable(idle_timeout) else idle_timeout
+                raise GuestHang(f"no console output for {limit:.0f} s", self.console_tail())
         yield from scanner.finish()
         self.exit_status = self.recording.exit_status
 

@@ -77,21 +77,26 @@ class GuestVM:
             self._close_log()
             raise LaunchError(f"could not start the VM: {exc}", shlex.join(self.argv)) from exc
 
-    def watch(self, deadline: Deadline, idle_timeout: float) -> Iterator[Event]:
-        """Yield console events until the VM exits; GuestHang on deadline or silence."""
+    def watch(self, deadline: Deadline, idle_timeout: float | Callable[[], float]) -> Iterator[Event]:
+        """Yield console events until the VM exits; GuestHang on deadline or silence.
+
+        `idle_timeout` may be a function, asked on every turn: how much silence is normal depends on
+        what the guest is doing (Python starting over 9p prints nothing for a long while)."""
+        idle_limit = idle_timeout if callable(idle_timeout) else (lambda: idle_timeout)
         child = self._require_child()
         scanner = ConsoleScanner(self.token)
         last_output = time.monotonic()
         while True:
             now = time.monotonic()
+            idle_timeout_s = idle_limit()
             if deadline.expired():
                 raise GuestHang(f"run deadline of {deadline.seconds:.0f} s reached", self.console_tail())
-            if now - last_output > idle_timeout:
-                raise GuestHang(f"no console output for {idle_timeout:.0f} s", self.console_tail())
+            if now - last_output > idle_timeout_s:
+                raise GuestHang(f"no console output for {idle_timeout_s:.0f} s", self.console_tail())
             for helper in self.helpers:
                 helper.poll()
             longest = _HELPER_POLL_S if self.helpers else 1.0
-            wait = max(0.05, min(longest, deadline.remaining(), idle_timeout - (now - last_output)))
+            wait = max(0.05, min(longest, deadline.remaining(), idle_timeout_s - (now - last_output)))
             try:
                 text = child.read_nonblocking(_READ_CHUNK, timeout=wait)
             except pexpect.TIMEOUT:
