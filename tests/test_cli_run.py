@@ -138,7 +138,7 @@ def test_cached_build_lookup_computes_the_key_build_kernel_uses(
     monkeypatch.setattr(build, "toolchain_identity", lambda: "gcc (test) 12")
     tree = SourceTree(tmp_path / "pristine", "linux-source-7.2=7.2.13-1", "linux-source-7.2=7.2.13-1")
     mbox = tmp_path / "fix.mbox"
-    from tests.test_kernel_series import MBOX
+    from test_kernel_series import MBOX
 
     mbox.write_bytes(MBOX)
     for series in (None, mbox):

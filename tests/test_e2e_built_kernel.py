@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_e2e_vm import hil
+from hil_live import hil
 
 from harness.paths import REPO_ROOT
 
@@ -35,6 +35,7 @@ def _cell(out: Path, *extra: str) -> tuple[int, str, dict[str, Any], dict[str, d
     return proc.returncode, f"{proc.stderr[-3000:]}\n{summary}", results, records
 
 
+@pytest.mark.kernel(KERNEL)
 def test_whole_suite_matches_the_oracle_on_a_built_kernel(tmp_path: Path) -> None:
     code, summary, results, records = _cell(tmp_path / "cell")
     assert code == 0, summary
@@ -63,6 +64,7 @@ def test_whole_suite_matches_the_oracle_on_a_built_kernel(tmp_path: Path) -> Non
     assert hotplug["after_unplug_errnos"] == {"map": "ENODEV", "attach": "ENODEV"}, hotplug
 
 
+@pytest.mark.kernel(KERNEL, series=FIX)
 def test_fix_series_turns_the_known_issue_into_an_unexpected_pass(tmp_path: Path) -> None:
     out = tmp_path / "cell"
     code, summary, results, records = _cell(out, "--series", str(FIX), "-k", "routing")

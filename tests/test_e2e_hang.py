@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
-from test_e2e_vm import hil, qemu_processes_with
+from hil_live import hil
+from test_e2e_vm import qemu_processes_with
 
 from harness.console.events import Marker, scan
 

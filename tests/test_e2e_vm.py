@@ -15,25 +15,12 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from hil_live import hil
 
 from harness.paths import REPO_ROOT
 
-pytestmark = pytest.mark.vm
-
 KERNEL = os.environ.get("HIL_TEST_KERNEL", "debian:7.2")
-
-
-def hil(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
-    return subprocess.run(
-        [sys.executable, "-m", "harness", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        text=True,
-        capture_output=True,
-        timeout=timeout,
-        check=False,
-    )
+pytestmark = [pytest.mark.vm, pytest.mark.kernel(KERNEL)]
 
 
 def qemu_processes_with(fragment: str) -> list[str]:

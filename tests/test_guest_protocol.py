@@ -20,8 +20,10 @@ def test_exact_text() -> None:
 
 
 def test_kinds_are_those_the_host_accepts() -> None:
-    kinds: tuple[MarkerKind, ...] = ("start", "begin", "test", "done")
-    assert kinds == KINDS
+    from harness.console.events import MARKER_KINDS
+
+    kinds: tuple[MarkerKind, ...] = ("start", "collected", "begin", "test", "done")
+    assert kinds == KINDS == MARKER_KINDS
 
 
 def test_at_signs_and_newlines_cannot_break_a_frame() -> None:

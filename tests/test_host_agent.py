@@ -16,19 +16,15 @@ from typing import Any
 import pytest
 
 from harness.deadline import Deadline
+from harness.guest.agent import REQUESTS_DIR, RequestError, parse_request, read_response, write_request
 from harness.topology import lay_out, load_topology, qemu_topology_args
 from harness.vm.host_agent import (
-    REQUESTS_DIR,
     HostAgent,
-    RequestError,
     device_table,
     object_add_args,
     object_table,
-    parse_request,
     qmp_args,
-    read_response,
     unix_qmp,
-    write_request,
 )
 from harness.vm.machine import GuestVM
 

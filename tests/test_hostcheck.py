@@ -9,19 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from harness.guest.checks import DETAILS_KEY, SEED_LENGTH, SEED_OFFSET, check_spec, load_seeds, seed_bytes
 from harness.hostcheck import (
-    DETAILS_KEY,
     RESULTS_KEY,
-    SEED_LENGTH,
-    SEED_OFFSET,
     HostCheckError,
     RunByteChecks,
     apply_host_checks,
-    check_spec,
-    load_seeds,
     observe,
     parse_checks,
-    seed_bytes,
     seed_commands,
     write_seeds,
 )

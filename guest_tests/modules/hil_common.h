@@ -16,7 +16,7 @@
 
 #include "hil_importer_abi.h"
 
-/* HIL_HAVE_* come from harness/modules.py's compile probes (-D flags). */
+/* HIL_HAVE_* come from harness/kernels/modules.py's compile probes (-D flags). */
 #if defined(HIL_HAVE_INVALIDATE_MAPPINGS) || defined(HIL_HAVE_MOVE_NOTIFY)
 #define HIL_CAN_REVOKE 1
 #else

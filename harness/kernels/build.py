@@ -16,9 +16,10 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from harness import jsonfile
 from harness.errors import BuildError
@@ -27,17 +28,25 @@ from harness.kernels import key as keys
 from harness.kernels import series as patch_series
 from harness.kernels.debsrc import SourceTree
 from harness.kernels.kimage import KernelImage, Progress
-from harness.kernels.makelog import MakeProgress
+from harness.kernels.makelog import MakeProgress, ObjectTotal, PreviousCount, expected_total
 from harness.kernels.proc import capture, run_logged
 
 RECORD = "hil-build.json"
 LOG = "hil-build.log"
 CONFIGURED = "hil-configured"
+# Written when make first starts in a build directory: a later make there resumes an interrupted build.
+MAKE_STARTED = "hil-make-started"
 # "LOCALVERSION=" (set, empty) stops setlocalversion from appending "+" for a git tree that is not
 # at a release tag: uname -r is then <version><CONFIG_LOCALVERSION> in every tree.
 MAKE_VARS = ("LOCALVERSION=",)
 TARGETS = ("bzImage", "modules")
 IMAGE = Path("arch/x86/boot/bzImage")
+# Objects (kbuild's CC and AS lines, as makelog counts them) in a full build with the project's
+# fragments: 1869 in the log of src:debian-7.2 (linux-source-7.2 7.2.13-1, virtme-ng 1.42's
+# fragment, gcc 12), of which 1813 CC lines. Only a first build uses it, as "about": later ones use
+# the previous build's real count (its record). Extra fragments (debug, kasan) change the count by a
+# few objects, other kernel versions by a few percent.
+SHIPPED_OBJECTS = 1869
 
 
 @dataclass(frozen=True)
@@ -141,9 +150,8 @@ def finished(plan: BuildPlan, spec: str) -> KernelImage | None:
     )
 
 
-def _find_seed(plan: BuildPlan, lineage: str) -> Path | None:
-    """Newest finished unpatched build with the same config of the same lineage (see source.py)."""
-    best: tuple[float, Path] | None = None
+def _finished_records(config_key: str) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """(build directory, record) of every finished build in the cache with this config key."""
     root = cache.kernels_root()
     # Explicit depths: a recursive glob would walk every file of every cached source tree.
     patterns = [
@@ -154,18 +162,36 @@ def _find_seed(plan: BuildPlan, lineage: str) -> Path | None:
     for base, pattern in patterns:
         for record_path in base.glob(pattern):
             record = jsonfile.read_record(record_path)
-            if (
-                record is None
-                or record.get("config_key") != plan.config_key
-                or record.get("lineage") != lineage
-                or record.get("series") != "none"
-                or record_path.parent == plan.objtree
-            ):
-                continue
-            finished_at = float(record.get("finished", 0))
-            if best is None or finished_at > best[0]:
-                best = (finished_at, record_path.parent)
+            if record is not None and record.get("config_key") == config_key:
+                yield record_path.parent, record
+
+
+def _find_seed(plan: BuildPlan, lineage: str) -> Path | None:
+    """Newest finished unpatched build with the same config of the same lineage (see source.py)."""
+    best: tuple[float, Path] | None = None
+    for build_dir, record in _finished_records(plan.config_key):
+        if record.get("lineage") != lineage or record.get("series") != "none" or build_dir == plan.objtree:
+            continue
+        finished_at = float(record.get("finished", 0))
+        if best is None or finished_at > best[0]:
+            best = (finished_at, build_dir)
     return best[1] if best else None
+
+
+def previous_counts(config_key: str) -> list[PreviousCount]:
+    """Real object counts of earlier full builds (not seeded, not resumed) with this config."""
+    counts = []
+    for _build_dir, record in _finished_records(config_key):
+        objects = record.get("objects")
+        if record.get("objects_full") is True and isinstance(objects, int) and objects > 0:
+            finished_at = float(record.get("finished", 0))
+            counts.append(PreviousCount(str(record.get("source", "")), objects, finished_at))
+    return counts
+
+
+def _objects_present(objtree: Path) -> int:
+    # What an interrupted make left: kbuild does not compile these again.
+    return sum(1 for path in objtree.rglob("*.o") if path.is_file())
 
 
 def _seed(plan: BuildPlan, seed: Path, progress: Progress) -> None:
@@ -250,9 +276,17 @@ def dropped_message(missing: Sequence[kconfig.Mismatch], config: Path) -> str:
 
 
 def run_make(
-    plan: BuildPlan, progress: Progress, env: dict[str, str], *, jobs: int, nice: int, use_ccache: bool
-) -> float:
-    tracker = MakeProgress(time.monotonic())
+    plan: BuildPlan,
+    progress: Progress,
+    env: dict[str, str],
+    *,
+    jobs: int,
+    nice: int,
+    use_ccache: bool,
+    total: ObjectTotal | None = None,
+) -> int:
+    """Run make; returns the number of objects it compiled."""
+    tracker = MakeProgress(time.monotonic(), total=total)
 
     def on_line(line: str) -> None:
         status = tracker.feed(line, time.monotonic())
@@ -261,9 +295,11 @@ def run_make(
 
     argv = make_argv(plan, TARGETS, jobs=jobs, use_ccache=use_ccache, nice=nice)
     progress(f"make -j{jobs} {' '.join(TARGETS)} in {plan.objtree} (log {plan.objtree / LOG})")
+    if total is not None:
+        progress(f"{total.text} objects to compile ({total.why})")
     seconds = run_logged(argv, log=plan.objtree / LOG, what="make", env=env, on_line=on_line)
     progress(f"make done in {seconds:.0f} s ({tracker.compiled} objects compiled)")
-    return seconds
+    return tracker.compiled
 
 
 def _prep_vng_modules(plan: BuildPlan) -> None:
@@ -335,14 +371,29 @@ def _build_locked(
     ccache_dir.mkdir(parents=True, exist_ok=True)
     env = build_env(plan, ccache_dir)
     jobs = jobs or len(os.sched_getaffinity(0))
+    seeded = False
     if not (plan.objtree / CONFIGURED).is_file():
         seed = None if plan.objtree.exists() else _find_seed(plan, tree.lineage)
         if seed is not None:
             _seed(plan, seed, progress)
+            seeded = True
         else:
             plan.objtree.mkdir(parents=True, exist_ok=True)
             configure(plan, progress, env, nice=nice, use_ccache=use_ccache)
-    run_make(plan, progress, env, jobs=jobs, nice=nice, use_ccache=use_ccache)
+    resumed = (plan.objtree / MAKE_STARTED).exists()
+    # A seeded build recompiles only what its series changed: no total can be known in advance.
+    total = (
+        None
+        if seeded
+        else expected_total(
+            source=build_tree.identity,
+            previous=previous_counts(plan.config_key),
+            shipped=SHIPPED_OBJECTS or None,
+            present=_objects_present(plan.objtree) if resumed else 0,
+        )
+    )
+    (plan.objtree / MAKE_STARTED).write_text(f"{time.time()}\n")
+    compiled = run_make(plan, progress, env, jobs=jobs, nice=nice, use_ccache=use_ccache, total=total)
     # A patch may change Kconfig; kbuild re-synced .config during make, so check the final one too.
     verify_config(plan, progress, notes=False)
     _prep_vng_modules(plan)
@@ -361,6 +412,9 @@ def _build_locked(
             "spec": spec,
             "fragments": [f.name for f in plan.inputs.fragments],
             "toolchain": plan.inputs.toolchain,
+            # The next build of this config shows progress against this count when it is complete.
+            "objects": compiled,
+            "objects_full": not (seeded or resumed),
         },
     )
     progress(f"built {version} in {time.monotonic() - t_start:.0f} s: {plan.objtree / IMAGE}")

@@ -40,7 +40,8 @@ def run_logged(
     """
     t0 = time.monotonic()
     log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("a") as out:
+    # Line-buffered: someone following the log (tail -f) during a 10-minute make sees it as it goes.
+    with log.open("a", buffering=1) as out:
         out.write(f"\n### {what}: {shlex.join(argv)}\n")
         out.flush()
         try:
