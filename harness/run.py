@@ -15,6 +15,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from harness.cell.request import CellRequest, CellResult, HostFacts
 from harness.cell.scratch import Scratch
 from harness.cell.setup import (
     create_backing_files,
+    guest_command,
     harness_command,
     host_agent,
     make_vng_spec,
@@ -42,10 +44,11 @@ from harness.console.watch import (
 from harness.deadline import Deadline
 from harness.errors import GuestHang
 from harness.guest.build_plan import make_plan
-from harness.guest.plan import dump_plan
+from harness.guest.plan import GuestPlan, dump_plan
+from harness.guest.prepare import prepare, pycache_prefix
 from harness.hostcheck import RunByteChecks
 from harness.kernels.image import KernelImage
-from harness.paths import GUEST_TESTS_DIR, KERNELS_DIR, REPO_ROOT
+from harness.paths import GUEST_TESTS_DIR, KERNELS_DIR, REPO_ROOT, cache_dir
 from harness.results.known_issues import KnownIssue, apply_known_issues, judge_test_frame, load_known_issues
 from harness.results.model import (
     GuestEnd,
@@ -81,6 +84,7 @@ Progress = Callable[[str], None]
 # the first guess: when the entry really starts, the host deadline moves to that time plus the guest's
 # own deadline plus the margin, so a slow boot never lets the host kill the guest before its watchdog.
 GUEST_BOOT_ALLOWANCE_S = 20.0
+RAW_PLAN = "plan-raw.json"  # the plan of `reproduce.sh --raw`
 # The guest-side watchdog fires this much before the host would give up, so the blocked stacks get out.
 GUEST_WATCHDOG_MARGIN_S = 15.0
 
@@ -163,14 +167,24 @@ def run_cell(
             topo, layout, req.kernel_label, run_dir, scratch, token, req.select, guest_deadline, modules_dir,
             tests_dir, test_limit_s(guest_deadline, req.idle_timeout),
         )  # fmt: skip
-        plan_path = run_dir / "plan.json"
+        plan = _prepared(plan, seen, now, progress)
+        plan_path, raw_plan_path = run_dir / "plan.json", run_dir / RAW_PLAN
         dump_plan(plan, plan_path)
-        argv = vng_argv(make_vng_spec(topo, layout, kernel, facts, run_dir, scratch, plan_path))
+        # A reproduction without the harness has no host agent: its plan says so, and the tests that
+        # need one skip with that reason instead of waiting for an answer that never comes.
+        dump_plan(replace(plan, host_agent=False), raw_plan_path)
+        spec = make_vng_spec(topo, layout, kernel, facts, run_dir, scratch, plan_path, plan.pycache_prefix)
+        argv = vng_argv(spec)
+        raw_argv = vng_argv(replace(spec, guest_command=guest_command(raw_plan_path, plan.pycache_prefix)))
         write_reproduce(
             run_dir / "reproduce.sh",
             harness_command(req),
-            raw_commands(layout, scratch, argv, run_dir),
-            header=[f"topology: {topo.name}", f"kernel: {req.kernel_label} ({kernel.version})"],
+            raw_commands(layout, scratch, raw_argv, run_dir),
+            header=[
+                f"topology: {topo.name}",
+                f"kernel: {req.kernel_label} ({kernel.version})",
+                f"--raw has no host agent: tests that need one (QMP hot-unplug) skip and say so ({RAW_PLAN})",
+            ],
             cwd=str(REPO_ROOT),
         )
         env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
@@ -234,6 +248,21 @@ def run_cell(
     write_results_json(run_dir / "results.json", meta, records, result_verdict, evidence)
     write_junit(run_dir / "junit.xml", meta, records)
     return CellResult(run_dir, meta, records, result_verdict, evidence)
+
+
+def _prepared(plan: GuestPlan, seen: ConsoleWatch, now: Callable[[], float], progress: Progress) -> GuestPlan:
+    """The plan pointing the guest at byte-code the host compiled (harness.guest.prepare): the guest
+    would otherwise compile everything again over 9p on every boot. Costs milliseconds when nothing
+    changed; when it fails the guest compiles as before."""
+    prefix = pycache_prefix(cache_dir())
+    plan = replace(plan, pycache_prefix=prefix)
+    done = prepare(plan, prefix)
+    seen.timeline.mark("host_prepared", now())
+    if done.error:
+        progress(f"guest byte-code not prepared ({done.error}); the guest compiles it")
+    elif done.fresh:
+        progress(f"guest byte-code prepared in {done.seconds:.1f} s")
+    return plan
 
 
 def _watch_guest(

@@ -4,7 +4,7 @@ and everything above the console (watching, records, byte checks, known issues, 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -29,6 +29,20 @@ BOOT = (
 FACTS = HostFacts(
     qemu="qemu-system-x86_64", qemu_version="10.0.2", accel="tcg", accel_reason="test", vng="vng"
 )
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _own_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """run_cell prepares the guest's byte-code under the cache: a cache of this module's, not the user's."""
+    import os
+
+    saved = os.environ.get("P2P_HIL_CACHE")
+    os.environ["P2P_HIL_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if saved is None:
+        del os.environ["P2P_HIL_CACHE"]
+    else:
+        os.environ["P2P_HIL_CACHE"] = saved
 
 
 def frame(kind: str, **payload: object) -> str:
@@ -88,6 +102,11 @@ def test_a_passing_guest_gives_a_passed_cell_with_its_files_and_timeline(tmp_pat
     for mark in (*MARKS, "test_begin", "test_end"):
         assert mark in marks
     assert (result.run_dir / "junit.xml").exists() and (result.run_dir / "console.log").read_text() != ""
+    plans = [json.loads((result.run_dir / name).read_text()) for name in ("plan.json", "plan-raw.json")]
+    assert [p["host_agent"] for p in plans] == [True, False]
+    assert plans[0]["pycache_prefix"] and plans[0]["pycache_prefix"] == plans[1]["pycache_prefix"]
+    reproduce = (result.run_dir / "reproduce.sh").read_text()
+    assert "plan-raw.json" in reproduce and "--raw has no host agent" in reproduce
     assert vm.shut_down
 
 

@@ -70,6 +70,17 @@ def test_pytest_env() -> None:
     assert env["PYTHONPATH"] == f"{REPO}:/x"
     assert env["PATH"] == "/bin"
     assert entry.pytest_env({}, "/p", 3)["PYTHONPATH"] == str(REPO)
+    # No scan of every installed distribution's entry points over 9p: the guest needs no
+    # third-party plugin, and the ones it uses are named with -p.
+    assert env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] == "1"
+
+
+def test_pytest_command_points_python_at_the_prepared_byte_code(tmp_path: Path) -> None:
+    plan, _ = _plan(tmp_path, "")
+    prepared = dataclasses.replace(plan, pycache_prefix=tmp_path / "pyc")
+    cmd = entry.pytest_command(prepared, "/py")
+    assert cmd[:5] == ["/py", "-X", f"pycache_prefix={tmp_path / 'pyc'}", "-m", "pytest"]
+    assert cmd[5:] == entry.pytest_command(plan, "/py")[3:]  # the rest as without a prefix
 
 
 @pytest.mark.parametrize(
@@ -98,8 +109,11 @@ def test_whole_run_in_a_subprocess(tmp_path: Path) -> None:
     )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     frames = _frames(proc.stdout)
-    assert [kind for kind, _ in frames] == ["start", "begin", "test", "begin", "test", "done"]
+    assert [kind for kind, _ in frames[:2]] == ["start", "collected"]
+    assert frames[1][1]["count"] == 2
     assert frames[0][1]["python"] == ".".join(map(str, sys.version_info[:3]))
+    frames = [frames[0], *frames[2:]]
+    assert [kind for kind, _ in frames] == ["start", "begin", "test", "begin", "test", "done"]
     assert [p["name"] for _, p in frames[1:5:2]] == [p["name"] for _, p in frames[2:5:2]]
     assert [p["outcome"] for _, p in frames[2:5:2]] == ["passed", "failed"]
     assert frames[5][1]["status"] == "finished" and frames[5][1]["exit_code"] == 1

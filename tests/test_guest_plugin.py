@@ -156,7 +156,10 @@ def test_console_frames_follow_the_records(pytester: pytest.Pytester, guest_env:
     result = _run(pytester)
     frames = [e for e in scan(result.stdout.str(), TOKEN) if isinstance(e, Marker)]
     records = [json.loads(line) for line in guest_env.read_text().splitlines()]
-    # Each test is announced (begin) before its record's frame (test), in run order.
+    # Collection's end first (the host's timeline), then each test is announced (begin) before its
+    # record's frame (test), in run order.
+    assert frames[0].kind == "collected" and frames[0].payload["count"] == len(records)
+    frames = frames[1:]
     assert [f.kind for f in frames] == ["begin", "test"] * len(records)
     assert [f.payload["name"] for f in frames[::2]] == [r["name"] for r in records]
     assert [{k: f.payload[k] for k in ("name", "outcome")} for f in frames[1::2]] == [
@@ -199,3 +202,23 @@ def test_without_plan_is_a_usage_error(pytester: pytest.Pytester, monkeypatch: p
     result = _run(pytester)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "HIL_PLAN" in result.stderr.str()
+
+
+def test_collected_frame_carries_the_count_and_guest_times(
+    pytester: pytest.Pytester, guest_env: Path
+) -> None:
+    pytester.makepyfile(
+        test_few="import pytest\n\n@pytest.mark.parametrize('n', range(3))\ndef test_n(n):\n    pass\n",
+        test_deselected="def test_other():\n    pass\n",
+    )
+    result = pytester.runpytest_subprocess(
+        "-p", "harness.guest.plugin", "-p", "no:cacheprovider", "-q", "-k", "test_n"
+    )
+    frames = [e for e in scan(result.stdout.str(), TOKEN) if isinstance(e, Marker)]
+    collected = [f.payload for f in frames if f.kind == "collected"]
+    assert len(collected) == 1
+    assert collected[0]["count"] == 3  # what will run, after -k
+    # Seconds since boot (this host's, here) and since the parent (the guest entry, here pytester's
+    # runner) was started: both positive, and the parent started after boot.
+    assert 0 < collected[0]["t"] < collected[0]["uptime"]
+    assert frames.index(next(f for f in frames if f.kind == "collected")) == 0

@@ -52,3 +52,25 @@ def test_probe_classification() -> None:
     broken = classify_probe("KVM internal error. Suberror: 1\nemulation failure\n")
     assert broken.accel == "tcg" and "internal error" in broken.reason
     assert classify_probe("").accel == "tcg"
+
+
+def test_root_is_mounted_with_the_guest_cache_over_9p() -> None:
+    argv = vng_argv(SPEC)
+    assert "--force-9p" in argv  # the flags are 9p's: virtiofs (when virtiofsd exists) would reject them
+    words = argv[argv.index("--append") + 1].split()
+    assert words[: len(SPEC.append)] == list(SPEC.append)
+    rootflags = [w.removeprefix("rootflags=") for w in words if w.startswith("rootflags=")]
+    # vng puts its own rootflags= earlier on the kernel command line; the last one is what counts.
+    assert words[-1].startswith("rootflags=") and len(rootflags) == 1
+    options = rootflags[0].split(",")
+    assert "cache=loose" in options
+    # vng's own options are kept: without trans=virtio and 9p2000.L the root does not mount at all.
+    assert {"version=9p2000.L", "trans=virtio", "access=any"} <= set(options)
+
+
+def test_root_cache_can_be_turned_off() -> None:
+    argv = vng_argv(VngSpec(**{**SPEC.__dict__, "cache_root": False}))
+    assert "--force-9p" not in argv
+    assert argv[argv.index("--append") + 1] == "intel_iommu=on"
+    no_append = vng_argv(VngSpec(**{**SPEC.__dict__, "cache_root": False, "append": ()}))
+    assert "--append" not in no_append

@@ -1,4 +1,4 @@
-"""The host's modules.json (harness/kernels/modules.py) read in the guest, and insmod of the modules it lists."""
+"""The host's modules.json (harness/kernels/modules.py) read in the guest, and insmod of its modules."""
 
 from __future__ import annotations
 

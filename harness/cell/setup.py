@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from harness.cell.request import CellRequest, HostFacts
+from harness.guest.prepare import python_options
 from harness.hostcheck import seed_commands
 from harness.kernels.image import KernelImage
 from harness.paths import REPO_ROOT
@@ -21,9 +22,11 @@ VmProgress = Callable[[str], None]
 QMP_SOCKET = "qmp.sock"  # in the scratch directory; the host agent's way to QEMU (hot-unplug)
 
 
-def guest_command(plan_path: Path) -> str:
-    # The guest sees the host's root file system, so the host's interpreter and venv run there too.
-    return shlex.join([sys.executable, "-m", "harness.guest.entry", str(plan_path)])
+def guest_command(plan_path: Path, pycache_prefix: Path | None = None) -> str:
+    # The guest sees the host's root file system, so the host's interpreter and venv run there too,
+    # with the byte-code the host prepared (harness.guest.prepare).
+    entry = [sys.executable, *python_options(pycache_prefix), "-m", "harness.guest.entry", str(plan_path)]
+    return shlex.join(entry)
 
 
 def make_vng_spec(
@@ -34,6 +37,7 @@ def make_vng_spec(
     run_dir: Path,
     scratch: Path,
     plan_path: Path,
+    pycache_prefix: Path | None = None,
 ) -> VngSpec:
     return VngSpec(
         vng=facts.vng,
@@ -45,7 +49,7 @@ def make_vng_spec(
         # The topology, plus a QMP socket for the host agent (harness/vm/host_agent.py): guest tests
         # ask the host for device_del/device_add through the run directory.
         qemu_args=(*qemu_topology_args(layout, scratch), *qmp_args(scratch / QMP_SOCKET)),
-        guest_command=guest_command(plan_path),
+        guest_command=guest_command(plan_path, pycache_prefix),
         rwdirs=(run_dir,),
         cwd=REPO_ROOT,
     )

@@ -25,6 +25,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from harness.guest import clock
 from harness.guest.phases import PHASE_FD_ENV, PhaseState
 from harness.guest.plan import PLAN_ENV, GuestPlan, PlanError, load_plan
 from harness.guest.protocol import CONSOLE_FD_ENV, encode_frame
@@ -70,6 +71,9 @@ def pytest_env(base: Mapping[str, str], plan_path: str, console_fd: int) -> dict
     env = dict(base)
     env["PYTHONDONTWRITEBYTECODE"] = "1"  # no __pycache__ (or assertion-rewrite .pyc) writes
     env["PYTHONUNBUFFERED"] = "1"  # progress reaches the console as it happens
+    # Else pytest reads every installed distribution's entry points over 9p to find plugins; the guest
+    # needs none of them (its own are named with -p).
+    env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
     env[PLAN_ENV] = plan_path
     env[CONSOLE_FD_ENV] = str(console_fd)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), base.get("PYTHONPATH", "")) if p)
@@ -77,7 +81,10 @@ def pytest_env(base: Mapping[str, str], plan_path: str, console_fd: int) -> dict
 
 
 def emit(token: str, kind: str, payload: Mapping[str, object]) -> None:
-    os.write(1, encode_frame(token, kind, payload).encode())
+    # The guest's own clock (uptime, and t since this process started), so that a timeline can be
+    # read on the guest's side too, without the console's delay.
+    stamped = {**payload, **clock.since_start(os.getpid())}
+    os.write(1, encode_frame(token, kind, stamped).encode())
 
 
 def _drain_console() -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 # (plus `vm_stopped` and what follows); a test's begin/end are not listed here (one per test).
 MARKS: tuple[str, ...] = (
     "host_start",  # run_cell entered
+    "host_prepared",  # the guest's byte-code is prepared on the host (harness.guest.prepare)
     "qemu_start",  # the VM process was started
     "kernel_banner",  # "Linux version" on the console
     "guest_command",  # virtme-ng-init starts the script (the guest command)
