@@ -157,6 +157,8 @@ def run_command(args: argparse.Namespace) -> int:
     kernels = _resolve_kernels(specs, series)
     invocation = ("./hil", *sys.argv[1:])
     results: list[CellResult] = []
+    # A matrix prints each cell's tests that did not simply pass (its results.json has them all).
+    passed_rows = len(topologies) * len(specs) == 1
     for spec, kernel in zip(specs, kernels, strict=True):
         cells = [(topo, _cell_request(args, topo, spec, series, invocation)) for topo in topologies]
         try:
@@ -171,11 +173,11 @@ def run_command(args: argparse.Namespace) -> int:
                 run_dir = _claim_run_dir(req, topo, started_at)
                 stage = f"preparing kernel {spec} for its cells"
                 results.append(_infra_error_cell(req, topo, kernel, None, run_dir, stage, exc, started_at))
-                _print_cell(results[-1])
+                _print_cell(results[-1], passed_rows)
             continue
         for topo, req in cells:
             results.append(_run_one_cell(req, topo, kernel, facts, modules_dir))
-            _print_cell(results[-1])
+            _print_cell(results[-1], passed_rows)
     if len(results) > 1:
         print(matrix_table([(r.meta, r.records, r.verdict) for r in results]))
     routes = routes_table([row for r in results for row in route_rows(r.meta, r.records)])
@@ -207,10 +209,10 @@ def _test_modules(kernel: KernelImage) -> Path | None:
     return build_test_modules(kernel, default_out_dir(), _progress).out_dir
 
 
-def _print_cell(result: CellResult) -> None:
+def _print_cell(result: CellResult, passed_rows: bool) -> None:
     from harness.run import print_cell
 
-    print_cell(result, print)
+    print_cell(result, print, passed_rows=passed_rows)
 
 
 def _claim_run_dir(req: CellRequest, topo: Topology, started_at: datetime) -> Path:

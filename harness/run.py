@@ -329,8 +329,8 @@ def _done_reason(seen: ConsoleWatch) -> str | None:
     return None
 
 
-def print_cell(result: CellResult, out: Callable[[str], None]) -> None:
-    out(summary_table(result.meta, result.records, result.verdict))
+def print_cell(result: CellResult, out: Callable[[str], None], *, passed_rows: bool = True) -> None:
+    out(summary_table(result.meta, result.records, result.verdict, passed_rows=passed_rows))
     out(f"time: {breakdown_line(marks_from_json(result.meta.timeline))}")
     for item in result.evidence:
         out(f"{item.kind}:\n{item.excerpt}" if isinstance(item, KernelProblem) else item)

@@ -118,3 +118,20 @@ def test_matrix_rejects_duplicate_cells() -> None:
 def test_matrix_cell_from_a_run() -> None:
     c = matrix_cell(META, RECORDS, Verdict.FAILED)
     assert (c.topology, c.kernel, c.total, c.ok, c.failing) == ("switch-p2p", "debian:7.2", 6, 3, 3)
+
+
+def test_a_matrix_cell_shows_only_what_did_not_simply_pass() -> None:
+    from harness.results.model import RunMeta, TestRecord, Verdict
+    from harness.results.report import summary_table
+
+    meta = RunMeta("switch-p2p", "src:debian-7.2", "7.2.13-hil", "10.0.2", "tcg", "2026-11-30T00:00:00+00:00")
+    records = [
+        TestRecord("t.py::green", "passed", 0.1),
+        TestRecord("t.py::why_not", "skipped", 0.0, "needs route host_bridge_iova"),
+        TestRecord("t.py::known", "xfailed", 0.1, "known issue: multi-range"),
+    ]
+    full = summary_table(meta, records, Verdict.PASSED)
+    compact = summary_table(meta, records, Verdict.PASSED, passed_rows=False)
+    assert "t.py::green" in full and "t.py::green" not in compact
+    assert "t.py::why_not" in compact and "t.py::known" in compact
+    assert "3 tests: 1 passed, 1 skipped, 1 xfailed" in compact

@@ -63,19 +63,25 @@ def totals_line(records: Sequence[TestRecord], duration: float | None = None) ->
     return f"{len(records)} {noun}" + (": " + ", ".join(parts) if parts else "") + f" in {total:.2f}s"
 
 
-def summary_table(meta: RunMeta, records: Sequence[TestRecord], verdict: Verdict) -> str:
-    """One run: a row per test, a totals line, unexpected passes called out, the verdict."""
+def summary_table(
+    meta: RunMeta, records: Sequence[TestRecord], verdict: Verdict, *, passed_rows: bool = True
+) -> str:
+    """One run: a row per test, a totals line, unexpected passes called out, the verdict.
+
+    Without `passed_rows` (a cell of a matrix, where hundreds of green rows would bury the rest), only
+    the tests that did not simply pass get a row; the totals line still counts them all."""
     kernel = meta.kernel + (f" ({meta.kernel_version})" if meta.kernel_version else "")
     lines = [f"p2p-hil: {meta.topology} x {kernel} [{meta.accelerator}]"]
-    if records:
-        width = min(NAME_WIDTH, max(len("TEST"), *(len(r.name) for r in records)))
+    shown = [r for r in records if passed_rows or r.outcome != "passed"]
+    if shown:
+        width = min(NAME_WIDTH, max(len("TEST"), *(len(r.name) for r in shown)))
         lines.append(f"{'TEST':<{width}}  {'OUTCOME':<8}  {'TIME':>8}  MESSAGE")
-        for r in records:
+        for r in shown:
             name = _clip_left(r.name, width)
             message = _clip(_first_line(r.message), MESSAGE_WIDTH)
             row = f"{name:<{width}}  {_LABEL[r.outcome]:<8}  {r.duration:>7.2f}s  {message}"
             lines.append(row.rstrip())
-    else:
+    elif not records:
         lines.append("(no test results)")
     lines.append(totals_line(records, meta.durations.get("tests")))
     unexpected = [r for r in records if r.outcome == "xpassed"]
