@@ -152,3 +152,23 @@ def test_live_progress_shows_a_known_issue_as_the_report_will() -> None:
     other_kernel = known_issue_judge([entry], "7.4.1", "switch-p2p-amd")
     assert other_kernel(frame("t.py::multi", "failed", "EADDRINUSE")) == "failed"
     assert judge(frame("t.py::multi", "?")) == "?"
+
+
+def test_the_raw_reproduction_removes_its_scratch_directory(tmp_path: Path) -> None:
+    """`sh reproduce.sh --raw` makes the backing files itself; it must not leave them behind (64 MiB and
+    more per run in /tmp), whatever the VM did."""
+    import subprocess
+
+    from harness.cell.setup import raw_commands
+    from harness.results.write import reproduce_sh
+    from harness.topology import lay_out, load_topology
+
+    scratch = tmp_path / "scratch"
+    (tmp_path / "run").mkdir()
+    vm_stand_in = ["sh", "-c", f"test -d {scratch}; exit 7"]
+    raw = raw_commands(lay_out(load_topology("switch-p2p")), scratch, vm_stand_in)
+    script = tmp_path / "reproduce.sh"
+    script.write_text(reproduce_sh(["false"], raw))
+    proc = subprocess.run(["sh", str(script), "--raw"], capture_output=True, text=True, check=False)
+    assert proc.returncode == 7, proc.stderr  # the VM stand-in ran with scratch in place
+    assert not scratch.exists()

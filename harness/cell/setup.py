@@ -74,7 +74,9 @@ def raw_commands(
     layout: Layout, scratch: Path, vng: list[str], run_dir: Path | None = None
 ) -> list[list[str]]:
     """What the harness runs underneath, for re-running the cell by hand without it."""
-    raw: list[list[str]] = [["mkdir", "-p", str(scratch)]]
+    # The raw script owns its scratch directory as the harness does: gone when the script ends.
+    cleanup = ["trap", f"rm -rf {shlex.quote(str(scratch))}", "EXIT"]
+    raw: list[list[str]] = [["mkdir", "-p", str(scratch)], cleanup]
     raw += [["truncate", "-s", str(size), str(path)] for _id, path, size in backing_files(layout, scratch)]
     if run_dir is not None:  # the host's seed bytes, kept in the run directory
         raw += seed_commands(seed_targets(layout, scratch), run_dir)
