@@ -47,14 +47,17 @@ def timed(argv: list[str], env: dict[str, str]) -> tuple[float, int]:
 
 
 def raw_steps(reproduce: Path) -> list[list[str]]:
-    """The commands of reproduce.sh's --raw branch, in order (the last one is vng)."""
+    """The commands of reproduce.sh's --raw branch, in order (the last one is vng), without the shell's
+    `trap` that removes scratch at exit (the bench removes it after each run itself)."""
     lines = reproduce.read_text().splitlines()
     start = lines.index('if [ "${1:-}" = --raw ]; then') + 1
     steps = []
     for line in lines[start:]:
         if line.strip() in ("exit", "fi"):
             break
-        steps.append(shlex.split(line))
+        argv = shlex.split(line)
+        if argv[:1] != ["trap"]:
+            steps.append(argv)
     return steps
 
 

@@ -192,6 +192,8 @@ def dry_run(
     from harness import topology as t
     from harness.cell.request import CellRequest, HostFacts
     from harness.cell.setup import harness_command, make_vng_spec, raw_commands
+    from harness.guest.prepare import pycache_prefix
+    from harness.paths import cache_dir
     from harness.rundir import run_dir_name
     from harness.vm.accel import qemu_version
     from harness.vm.command import vng_argv
@@ -229,8 +231,9 @@ def dry_run(
                 note = "not created; the name gets _2, _3, ... if taken"
             layout = t.lay_out(topo)
             spec_ = make_vng_spec(
-                topo, layout, kernel.bootable(), facts, run_dir, SCRATCH_PLACEHOLDER, run_dir / "plan.json"
-            )
+                topo, layout, kernel.bootable(), facts, run_dir, SCRATCH_PLACEHOLDER, run_dir / "plan.json",
+                pycache_prefix(cache_dir()),  # where the harness prepares the guest's byte-code
+            )  # fmt: skip
             emit(
                 block(
                     DryCell(
