@@ -293,3 +293,44 @@ def test_silence_while_python_starts_is_left_to_the_guest_deadline() -> None:
     seen.collected = 80
     assert idle_limit(seen, 120, 500) == 120  # tests running: a silent test is the watchdog's to catch
     assert test_limit_s(500, 120) < 120, "the guest watchdog must fire before the host's silence detector"
+
+
+def test_a_matrix_through_the_fake_vm_records_an_infra_error_cell_and_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`hil run` over every topology with the real run_cell; QEMU cannot start for one cell."""
+    import functools
+
+    import harness.kernels.modules
+    import harness.run
+    from harness import commands
+    from harness.cli import main
+    from harness.kernels import image as kernel_image
+    from harness.topology import list_topologies
+    from harness.vm.interface import CellVM, VmLaunch
+
+    class NoModules:
+        out_dir = None
+
+    monkeypatch.setattr(commands, "RUNS_ROOT", tmp_path / "runs")
+    monkeypatch.setattr(kernel_image, "resolve_kernel", lambda spec, **_kw: kernel(tmp_path))
+    monkeypatch.setattr(commands, "_host_facts", lambda image, accel: FACTS)
+    monkeypatch.setattr(harness.kernels.modules, "build_test_modules", lambda *_a: NoModules())
+    passing, broken = replay(Recording(SUITE, TOKEN, write_records(PASSED))), replay(
+        Recording("", TOKEN, ending="launch-error")
+    )
+
+    def factory(launch: VmLaunch) -> CellVM:
+        return (broken if launch.plan.topology == "rootports-acs" else passing)(launch)
+
+    monkeypatch.setattr(harness.run, "run_cell", functools.partial(harness.run.run_cell, vm_factory=factory))
+    code = main(["run"])
+    out = capsys.readouterr().out
+    assert code == 3
+    verdicts = {}
+    for path in (tmp_path / "runs").glob("*/results.json"):
+        data = json.loads(path.read_text())
+        verdicts[data["meta"]["topology"]] = data["verdict"]
+    names = {t.name for t in list_topologies()}
+    assert verdicts == {name: "infra-error" if name == "rootports-acs" else "passed" for name in names}
+    assert f"{len(names)} runs: {len(names) - 1} passed, 1 infra-error" in out
