@@ -62,7 +62,7 @@ from harness.results.report import summary_table
 from harness.results.timeline import breakdown_line, marks_from_json
 from harness.results.write import Evidence, write_junit, write_reproduce, write_results_json
 from harness.rundir import claim_out_dir
-from harness.topology import Topology, backing_files, lay_out
+from harness.topology import Layout, Topology, backing_files, lay_out
 from harness.vm.command import guarded_argv, vng_argv
 from harness.vm.interface import CellVM, VmFactory, VmLaunch, real_vm
 
@@ -147,6 +147,9 @@ def run_cell(
     vm_factory: VmFactory = real_vm,
     tests_dir: Path = GUEST_TESTS_DIR,
 ) -> CellResult:
+    """Boot `topo` with `kernel` in `run_dir` (claimed by the caller), run the selected in-guest tests,
+    judge and write the results. Raises ConfigError/InfraError only for what prevents a cell at all
+    (the caller records those); everything the guest did is in the result."""
     deadline = Deadline(req.timeout)
     t0 = deadline.start
 
@@ -168,25 +171,8 @@ def run_cell(
             tests_dir, test_limit_s(guest_deadline, req.idle_timeout),
         )  # fmt: skip
         plan = _prepared(plan, seen, now, progress)
-        plan_path, raw_plan_path = run_dir / "plan.json", run_dir / RAW_PLAN
-        dump_plan(plan, plan_path)
-        # A reproduction without the harness has no host agent: its plan says so, and the tests that
-        # need one skip with that reason instead of waiting for an answer that never comes.
-        dump_plan(replace(plan, host_agent=False), raw_plan_path)
-        spec = make_vng_spec(topo, layout, kernel, facts, run_dir, scratch, plan_path, plan.pycache_prefix)
-        argv = vng_argv(spec)
-        raw_argv = vng_argv(replace(spec, guest_command=guest_command(raw_plan_path, plan.pycache_prefix)))
-        write_reproduce(
-            run_dir / "reproduce.sh",
-            harness_command(req),
-            raw_commands(layout, scratch, raw_argv, run_dir),
-            header=[
-                f"topology: {topo.name}",
-                f"kernel: {req.kernel_label} ({kernel.version})",
-                f"--raw has no host agent: tests that need one (QMP hot-unplug) skip and say so ({RAW_PLAN})",
-            ],
-            cwd=str(REPO_ROOT),
-        )
+        plan_path = run_dir / "plan.json"
+        argv = _write_cell_files(req, topo, layout, kernel, facts, run_dir, scratch, plan, plan_path)
         env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
         progress(f"booting {topo.name} with {kernel.version} ({facts.accel}) -> {run_dir}")
         byte_checks = RunByteChecks(
@@ -219,7 +205,6 @@ def run_cell(
             _watch_guest(vm, seen, deadline, req.idle_timeout, guest_deadline, progress, judge)
         finally:
             vm.shutdown(before_cleanup=after_stop)
-    vm_s = (seen.timeline.at("vm_stopped") or now()) - (seen.timeline.at("qemu_start") or 0.0)
 
     end = guest_end_of(seen)
     records, truncated = _final_records(
@@ -227,7 +212,57 @@ def run_cell(
     )
     evidence = _evidence(seen, end, req, records, truncated, vm.console_tail(), now())
     seen.timeline.mark("results_written", now())
-    meta = RunMeta(
+    meta = _meta(req, topo, kernel, facts, started_at, seen, deadline)
+    result_verdict = verdict(records, end, selected=req.select is not None)
+    write_results_json(run_dir / "results.json", meta, records, result_verdict, evidence)
+    write_junit(run_dir / "junit.xml", meta, records)
+    return CellResult(run_dir, meta, records, result_verdict, evidence)
+
+
+def _write_cell_files(
+    req: CellRequest,
+    topo: Topology,
+    layout: Layout,
+    kernel: KernelImage,
+    facts: HostFacts,
+    run_dir: Path,
+    scratch: Path,
+    plan: GuestPlan,
+    plan_path: Path,
+) -> list[str]:
+    """plan.json, plan-raw.json and reproduce.sh; returns the vng argv the cell runs."""
+    raw_plan_path = run_dir / RAW_PLAN
+    dump_plan(plan, plan_path)
+    # A reproduction without the harness has no host agent: its plan says so, and the tests that
+    # need one skip with that reason instead of waiting for an answer that never comes.
+    dump_plan(replace(plan, host_agent=False), raw_plan_path)
+    spec = make_vng_spec(topo, layout, kernel, facts, run_dir, scratch, plan_path, plan.pycache_prefix)
+    raw_argv = vng_argv(replace(spec, guest_command=guest_command(raw_plan_path, plan.pycache_prefix)))
+    write_reproduce(
+        run_dir / "reproduce.sh",
+        harness_command(req),
+        raw_commands(layout, scratch, raw_argv, run_dir),
+        header=[
+            f"topology: {topo.name}",
+            f"kernel: {req.kernel_label} ({kernel.version})",
+            f"--raw has no host agent: tests that need one (QMP hot-unplug) skip and say so ({RAW_PLAN})",
+        ],
+        cwd=str(REPO_ROOT),
+    )
+    return vng_argv(spec)
+
+
+def _meta(
+    req: CellRequest,
+    topo: Topology,
+    kernel: KernelImage,
+    facts: HostFacts,
+    started_at: datetime,
+    seen: ConsoleWatch,
+    deadline: Deadline,
+) -> RunMeta:
+    vm_s = (seen.timeline.at("vm_stopped") or deadline.elapsed()) - (seen.timeline.at("qemu_start") or 0.0)
+    return RunMeta(
         topology=topo.name,
         kernel=req.kernel_label,
         kernel_version=kernel.version,
@@ -244,10 +279,6 @@ def run_cell(
         command=list(req.invocation),
         timeline=seen.timeline.to_json(),
     )
-    result_verdict = verdict(records, end, selected=req.select is not None)
-    write_results_json(run_dir / "results.json", meta, records, result_verdict, evidence)
-    write_junit(run_dir / "junit.xml", meta, records)
-    return CellResult(run_dir, meta, records, result_verdict, evidence)
 
 
 def _prepared(plan: GuestPlan, seen: ConsoleWatch, now: Callable[[], float], progress: Progress) -> GuestPlan:
