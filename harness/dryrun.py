@@ -23,7 +23,6 @@ from harness.kernels.kimage import KernelImage
 from harness.kernels.spec import DebianImage, DebianSource, ImageFile, LocalTree, parse_spec
 
 if TYPE_CHECKING:
-    from harness.kernels.debsrc import SourceTree
     from harness.topology import Topology
 
 # Where the harness's mkdtemp would put the scratch directory; the X's are filled in at run time.
@@ -56,37 +55,9 @@ def _quiet(_message: str) -> None:
     """Offline cache lookups report nothing: the dry run's block says what matters."""
 
 
-def cached_build(
-    tree: SourceTree, *, series: Path | None, fragments: Sequence[str], spec: str
-) -> KernelImage | None:
-    """The finished build build_kernel() would serve for `tree` + `series` + `fragments`, else None.
-
-    The same key computation as build_kernel's first lines (a test checks they agree), without its
-    lock and without building on a miss.
-    """
-    from harness.kernels import build, kconfig, source
-    from harness.kernels import key as keys
-    from harness.kernels import series as patch_series
-
-    series_bytes = patch_series.read_series(series)[0] if series is not None else None
-    inputs = keys.BuildInputs(
-        source_identity=tree.identity,
-        series=series_bytes,
-        fragments=tuple(kconfig.load_fragments(fragments)),
-        vng_fragment=build.vng_fragment(),
-        toolchain=build.toolchain_identity(),
-        make_vars=build.MAKE_VARS,
-    )
-    build_tree = (
-        source.patched_tree_for(tree, keys.series_digest(series_bytes)) if series is not None else tree
-    )
-    plan = build.plan_build(build_tree, inputs, in_tree=build_tree.owned)
-    return build.finished(plan, spec)
-
-
 def lookup_kernel(spec: str, series: Path | None) -> KernelLookup:
     """Ask the caches (offline) whether `spec` is ready; never fetch or build."""
-    from harness.kernels import debian, debsrc, kconfig, source
+    from harness.kernels import build, debian, debsrc, kconfig, source
 
     parsed = parse_spec(spec, series=series)
     if isinstance(parsed, ImageFile):
@@ -111,7 +82,8 @@ def lookup_kernel(spec: str, series: Path | None) -> KernelLookup:
         assert isinstance(parsed, LocalTree)
         tree = source.local_tree(parsed.path)
         where = f"tree {tree.path}"
-    hit = cached_build(tree, series=series, fragments=kconfig.fragment_names(parsed.fragments), spec=spec)
+    fragments = kconfig.fragment_names(parsed.fragments)
+    hit = build.lookup_build(tree, series=series, fragments=fragments, spec=spec)
     if hit is None:
         patched = f" with the series {series.name}" if series is not None else ""
         return KernelLookup(spec, None, "would build", f" ({where}{patched}; no finished build in the cache)")

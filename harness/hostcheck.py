@@ -40,14 +40,10 @@ from harness.guest.checks import (
     SEEDS_FILE,
     SEEDS_FORMAT,
     Seed,
-    check_spec,
-    load_seeds,
     seed_bytes,
     seed_file_name,
 )
 from harness.results.model import TestRecord, load_records
-
-__all__ = ["DETAILS_KEY", "Seed", "check_spec", "load_seeds", "seed_bytes"]
 
 RESULTS_KEY = "host_check_results"
 MAX_CHECK_LENGTH = 1 << 30

@@ -129,8 +129,7 @@ def test_dry_run_shows_a_cached_build_as_cached(
 def test_cached_build_lookup_computes_the_key_build_kernel_uses(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The dry run's lookup repeats build_kernel's key computation: both must land on one plan."""
-    from harness.dryrun import cached_build
+    """The dry run's lookup (build.lookup_build) and build_kernel must land on one plan."""
     from harness.kernels import kconfig
 
     monkeypatch.setenv("P2P_HIL_CACHE", str(tmp_path / "cache"))
@@ -152,7 +151,7 @@ def test_cached_build_lookup_computes_the_key_build_kernel_uses(
         build.build_kernel(
             tree, series=series, fragments=kconfig.fragment_names(()), progress=lambda _m: None, spec="s"
         )
-        cached_build(tree, series=series, fragments=kconfig.fragment_names(()), spec="s")
+        build.lookup_build(tree, series=series, fragments=kconfig.fragment_names(()), spec="s")
         assert len(plans) == 2 and plans[0] == plans[1]
 
 

@@ -29,7 +29,7 @@ import pytest
 from harness.guest.clock import since_start
 from harness.guest.phases import PHASE_FD_ENV, encode_step
 from harness.guest.plan import PLAN_ENV, load_plan
-from harness.guest.protocol import CONSOLE_FD_ENV, encode_frame
+from harness.guest.protocol import CONSOLE_FD_ENV, encode_frame, is_errno_field
 
 MESSAGE_MAX = 2000
 
@@ -140,7 +140,7 @@ class ResultsWriter:
             os.fsync(out.fileno())
         # The message and errnos let the host's live view judge a failure against the known issues
         # exactly as the final report will (harness.results.known_issues.judge_test_frame).
-        errnos = {k: v for k, v in state.details.items() if k == "errno" or k.endswith("_errno")}
+        errnos = {k: v for k, v in state.details.items() if is_errno_field(k)}
         frame = {"name": nodeid, "outcome": state.outcome, "duration": record["duration"]}
         if state.outcome in ("failed", "error"):
             frame.update(message=state.message, details=errnos)

@@ -45,3 +45,9 @@ def encode_frame(token: str, kind: str, payload: Mapping[str, object]) -> str:
     # '@' only occurs inside JSON strings, where \u0040 is an equivalent spelling.
     body = body.replace("@", "\\u0040")
     return f"@@HIL:{token}:{kind}:{body}@@\n"
+
+
+def is_errno_field(key: str) -> bool:
+    """Whether a record's detail field holds an errno the test saw (`errno`, `map_errno`, ...): the
+    known issues match on these, and a `test` frame carries them so the live view can too."""
+    return key == "errno" or key.endswith("_errno")

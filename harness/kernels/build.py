@@ -310,6 +310,38 @@ def _prep_vng_modules(plan: BuildPlan) -> None:
         run_logged([tool], log=plan.objtree / LOG, what="virtme-prep-kdir-mods", cwd=plan.objtree)
 
 
+@dataclass(frozen=True)
+class _KeyedBuild:
+    plan: BuildPlan
+    build_tree: SourceTree
+    digest: str  # of the series ("none" without one)
+    patches: list[patch_series.Patch]
+
+
+def _keyed_build(tree: SourceTree, series: Path | None, fragments: Sequence[str]) -> _KeyedBuild:
+    """What decides the cache entry of a build: everything build_kernel and lookup_build agree on."""
+    series_bytes, patches = patch_series.read_series(series) if series is not None else (None, [])
+    inputs = keys.BuildInputs(
+        source_identity=tree.identity,
+        series=series_bytes,
+        fragments=tuple(kconfig.load_fragments(fragments)),
+        vng_fragment=vng_fragment(),
+        toolchain=toolchain_identity(),
+        make_vars=MAKE_VARS,
+    )
+    digest = keys.series_digest(series_bytes)
+    build_tree = source.patched_tree_for(tree, digest) if series is not None else tree
+    # Patched trees are always ours, so their build directories live inside them.
+    return _KeyedBuild(plan_build(build_tree, inputs, in_tree=build_tree.owned), build_tree, digest, patches)
+
+
+def lookup_build(
+    tree: SourceTree, *, series: Path | None, fragments: Sequence[str], spec: str
+) -> KernelImage | None:
+    """The finished build build_kernel() would serve for these inputs, else None: no lock, no build."""
+    return finished(_keyed_build(tree, series, fragments).plan, spec)
+
+
 def build_kernel(
     tree: SourceTree,
     *,
@@ -327,26 +359,15 @@ def build_kernel(
     """
     t_start = time.monotonic()
     spec = spec or f"tree:{tree.path}"
-    series_bytes, patches = patch_series.read_series(series) if series is not None else (None, [])
-    inputs = keys.BuildInputs(
-        source_identity=tree.identity,
-        series=series_bytes,
-        fragments=tuple(kconfig.load_fragments(fragments)),
-        vng_fragment=vng_fragment(),
-        toolchain=toolchain_identity(),
-        make_vars=MAKE_VARS,
-    )
-    digest = keys.series_digest(series_bytes)
-    build_tree = source.patched_tree_for(tree, digest) if series is not None else tree
-    # Patched trees are always ours, so their build directories live inside them.
-    plan = plan_build(build_tree, inputs, in_tree=build_tree.owned)
+    keyed = _keyed_build(tree, series, fragments)
+    plan, build_tree, digest = keyed.plan, keyed.build_tree, keyed.digest
     if (hit := finished(plan, spec)) is not None:
         return hit
     with cache.locked(f"build-{plan.key[:16]}", progress=progress):
         if (hit := finished(plan, spec)) is not None:
             return hit
         if series is not None:
-            source.patched_tree(tree, series, patches, digest, progress)
+            source.patched_tree(tree, series, keyed.patches, digest, progress)
         return _build_locked(
             plan, tree, build_tree, digest, progress, spec=spec, jobs=jobs, nice=nice, t_start=t_start
         )

@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from harness.errors import ConfigError
+from harness.guest.protocol import is_errno_field
 from harness.paths import KERNELS_DIR
 from harness.results.model import OUTCOMES, Outcome, TestRecord
 
@@ -123,7 +124,7 @@ def recorded_errnos(details: Mapping[str, Any]) -> dict[str, str]:
     return {
         key: str(value)
         for key, value in details.items()
-        if (key == "errno" or key.endswith("_errno")) and _errno_value(value) is not None
+        if is_errno_field(key) and _errno_value(value) is not None
     }
 
 

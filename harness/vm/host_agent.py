@@ -1,14 +1,8 @@
 """Requests from the guest that only the host can carry out (QMP), through the shared run directory.
 
-The guest writes `<run_dir>/requests/<name>.json` (write a temporary file, then rename):
-
-    {"op": "device_del", "id": "exporter"}   unplug a device (QMP device_del)
-    {"op": "device_add", "id": "exporter"}   plug it back exactly as the topology defined it
-
-and waits for `<run_dir>/responses/<name>.json`:
-
-    {"request": name, "op": ..., "ok": true, "return": ..., "elapsed_s": ...}
-    {"request": name, "op": ..., "ok": false, "error": "..."}
+The guest writes a request file in the run directory (`device_del` or `device_add` of a device id)
+and waits for the response file; both formats are the guest's half of the contract,
+harness/guest/agent.py.
 
 The host's GuestVM calls HostAgent.poll() from its console loop; poll() only lists the directory and
 hands new requests to one worker thread, which runs each against QEMU's QMP socket with the official
