@@ -100,7 +100,7 @@ def guest_end_of(seen: ConsoleWatch) -> GuestEnd:
         return GuestEnd.CRASHED
     if not seen.started:
         return GuestEnd.BOOT_FAILURE
-    if seen.done is None or seen.done.get("status") not in ("finished",):
+    if seen.done is None or seen.done.get("status") != "finished":
         return GuestEnd.INFRA_ERROR
     return GuestEnd.DONE
 

@@ -15,6 +15,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Literal
 
 from harness.console.events import ConsoleScanner, Event, tail
 from harness.deadline import Deadline
@@ -25,6 +26,7 @@ from harness.vm.interface import VmFactory, VmLaunch
 from harness.vm.machine import GuestVM
 
 GuestSide = Callable[[GuestPlan], None]
+Ending = Literal["exit", "silent", "launch-error"]
 
 
 def _nothing(_plan: GuestPlan) -> None:
@@ -44,7 +46,7 @@ class Recording:
     console: str
     token: str = "RECORDED"
     guest: GuestSide = _nothing
-    ending: str = "exit"
+    ending: Ending = "exit"
     exit_status: int = 0
     chunk: int = 4096  # console delivered in pieces of this size, as pexpect would
 
