@@ -82,6 +82,7 @@ def test_count_outcomes_lists_every_outcome() -> None:
         "error": 0,
         "xfailed": 0,
         "xpassed": 1,
+        "flaky": 0,
     }
 
 

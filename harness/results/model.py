@@ -15,11 +15,13 @@ from typing import Any, ClassVar, Literal, NamedTuple, cast
 
 from harness.errors import InfraError
 
-Outcome = Literal["passed", "failed", "skipped", "error", "xfailed", "xpassed"]
-OUTCOMES: tuple[Outcome, ...] = ("passed", "failed", "skipped", "error", "xfailed", "xpassed")
+Outcome = Literal["passed", "failed", "skipped", "error", "xfailed", "xpassed", "flaky"]
+OUTCOMES: tuple[Outcome, ...] = ("passed", "failed", "skipped", "error", "xfailed", "xpassed", "flaky")
 # xpassed fails the run: a known issue that no longer reproduces means the known-issues file
 # (or the kernel version range in it) is wrong and must be looked at.
 FAILING: frozenset[Outcome] = frozenset({"failed", "error", "xpassed"})
+# "flaky": failed, then passed when `hil run --retries` ran it again in a fresh VM. Never counted as
+# passed (every report names it), but not failing either: the second run shows the test can pass.
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,10 @@ class RunMeta:
     command: list[str] = field(default_factory=list)  # the hil invocation, argv
     # Where the cell's time went: [{"mark", "t", "detail"?}] (harness/results/timeline.py).
     timeline: list[dict[str, object]] = field(default_factory=list)
+    # A variant of a shipped topology made by `--axis` (harness/topology/axes.py): the values set.
+    axes: dict[str, str] = field(default_factory=dict)
+    # sha256 of the expanded topology definition: a matrix comparison says when it changed.
+    topology_sha256: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

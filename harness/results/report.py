@@ -31,6 +31,7 @@ _LABEL: dict[Outcome, str] = {
     "skipped": "skipped",
     "xfailed": "xfailed",
     "xpassed": "XPASSED!",
+    "flaky": "FLAKY",
 }
 _OK_OUTCOMES: frozenset[Outcome] = frozenset({"passed", "skipped", "xfailed"})
 

@@ -79,6 +79,9 @@ _CHILD = {
     "skipped": ("skipped", "pytest.skip", ""),
     "xfailed": ("skipped", "pytest.xfail", ""),
     "xpassed": ("failure", "xpassed", "UNEXPECTED PASS: "),
+    # Maven Surefire's element for a test that failed and then passed on a rerun: Jenkins and GitLab
+    # show it as flaky; a reader that does not know it still sees a testcase that was not simply passed.
+    "flaky": ("flakyFailure", "flaky", "FLAKY: "),
 }
 
 
@@ -95,25 +98,28 @@ def _seconds(value: float) -> str:
     return f"{value:.3f}"
 
 
-def junit_xml(meta: RunMeta, records: Sequence[TestRecord]) -> str:
-    """JUnit XML for CI. xfailed counts as skipped and xpassed as a failure, so a CI system
-    that only reads JUnit agrees with our exit code."""
+def _junit_totals(records: Sequence[TestRecord], tests_time: float) -> dict[str, str]:
     counts = count_outcomes(records)
-    tests_time = meta.durations.get("tests", sum(r.duration for r in records))
-    totals = {
+    return {
         "tests": str(len(records)),
         "failures": str(counts["failed"] + counts["xpassed"]),
         "errors": str(counts["error"]),
         "skipped": str(counts["skipped"] + counts["xfailed"]),
         "time": _seconds(tests_time),
     }
-    root = ET.Element("testsuites", {"name": "p2p-hil", **totals})
+
+
+def _tests_time(meta: RunMeta, records: Sequence[TestRecord]) -> float:
+    return meta.durations.get("tests", sum(r.duration for r in records))
+
+
+def _junit_suite(root: ET.Element, meta: RunMeta, records: Sequence[TestRecord]) -> None:
     suite = ET.SubElement(
         root,
         "testsuite",
         {
             "name": _xml_text(f"{meta.topology}/{meta.kernel}"),
-            **totals,
+            **_junit_totals(records, _tests_time(meta, records)),
             "timestamp": _xml_text(meta.started_at),
             "hostname": _xml_text(meta.host),
         },
@@ -126,6 +132,7 @@ def junit_xml(meta: RunMeta, records: Sequence[TestRecord]) -> str:
         ("accelerator", meta.accelerator),
         ("qemu_version", meta.qemu_version or ""),
         ("harness_version", meta.harness_version),
+        *sorted(meta.axes.items()),
     ):
         ET.SubElement(properties, "property", {"name": key, "value": _xml_text(value)})
     for record in records:
@@ -140,6 +147,22 @@ def junit_xml(meta: RunMeta, records: Sequence[TestRecord]) -> str:
             message = record.message if record.message.startswith(prefix) else prefix + record.message
             child = ET.SubElement(case, tag, {"type": kind, "message": _xml_text(message)})
             child.text = _xml_text(details_text(record.details)) or None
+
+
+def junit_xml(meta: RunMeta, records: Sequence[TestRecord]) -> str:
+    """JUnit XML for CI. xfailed counts as skipped and xpassed as a failure, so a CI system
+    that only reads JUnit agrees with our exit code."""
+    return merged_junit_xml([(meta, records)])
+
+
+def merged_junit_xml(cells: Sequence[tuple[RunMeta, Sequence[TestRecord]]]) -> str:
+    """One testsuite per cell (named topology/kernel) under one testsuites element: a matrix as one
+    file for CI. The totals on testsuites are the sums of the suites'."""
+    every = [r for _meta, records in cells for r in records]
+    tests_time = sum(_tests_time(meta, records) for meta, records in cells)
+    root = ET.Element("testsuites", {"name": "p2p-hil", **_junit_totals(every, tests_time)})
+    for meta, records in cells:
+        _junit_suite(root, meta, records)
     ET.indent(root, space="  ")
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
