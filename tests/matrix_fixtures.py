@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from harness.matrix.cells import TOPOLOGY_FILE, cell_id
+from harness.matrix.document import MATRIX_FILE, Matrix, Shard, collect, matrix_json, read_matrix
 from harness.paths import TOPOLOGY_DIR
-from harness.topology import load_topology
-from harness.matrix.document import MATRIX_FILE, Matrix, Shard, matrix_json, read_matrix
 from harness.results.model import Outcome, RunMeta, TestRecord, Verdict
 from harness.results.write import Evidence, write_results_json, write_text
+from harness.topology import load_topology
 
 
 @dataclass
@@ -79,7 +79,9 @@ def write_matrix(
         if (TOPOLOGY_DIR / f"{base}.yaml").exists():  # as run_cell keeps it: the machine the cell booted
             topo = load_topology(base).model_dump(mode="json") | {"name": c.topology}
             write_text(matrix_dir / c.id / TOPOLOGY_FILE, json.dumps(topo, indent=1))
-    skeleton = Matrix(matrix_dir, planned, axes, shard)
-    text = matrix_json(skeleton, created_at="2026-11-30T02:00:00+00:00", command=["./hil"], harness_version="t")
+    skeleton = collect(matrix_dir, planned, axes, shard)
+    text = matrix_json(
+        skeleton, created_at="2026-11-30T02:00:00+00:00", command=["./hil"], harness_version="t"
+    )
     write_text(matrix_dir / MATRIX_FILE, text)
     return read_matrix(matrix_dir)

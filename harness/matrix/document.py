@@ -142,6 +142,13 @@ def read_matrix(matrix_dir: Path) -> Matrix:
     if not isinstance(axes, dict):
         raise InfraError(f"{path}: 'axes' must be an object")
     shard = parse_shard(data["shard"]) if data.get("shard") else None
+    return collect(matrix_dir, planned, axes, shard)
+
+
+def collect(
+    matrix_dir: Path, planned: list[dict[str, Any]], axes: dict[str, list[str]], shard: Shard | None = None
+) -> Matrix:
+    """The matrix as its directory holds it now: every planned cell whose results.json exists."""
     cells = {
         p["id"]: read_results_json(matrix_dir / p["id"] / RESULTS_FILE)
         for p in planned
