@@ -6,6 +6,7 @@ import argparse
 import os
 import subprocess
 import sys
+import threading
 import traceback
 from collections.abc import Sequence
 
@@ -56,9 +57,17 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--topology",
         "-t",
-        default=DEFAULT_TOPOLOGY,
-        help="shipped name, path to a YAML file, or 'all': every shipped topology "
+        action="append",
+        help="shipped name, path to a YAML file, or 'all': every shipped topology; repeatable "
         f"(default {DEFAULT_TOPOLOGY})",
+    )
+    run.add_argument(
+        "--axis",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="run every variant of each topology over these values: cpu, iommu, iommu_passthrough, smp, "
+        "memory, acs.<root port>; repeatable (the variants are the product)",
     )
     run.add_argument(
         "--kernel",
@@ -70,8 +79,38 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-k", dest="select", metavar="EXPR", help="pytest -k expression for the in-guest tests")
     run.add_argument(
         "--out",
-        help="results directory, new or empty (default runs/<time>-<topology>-<kernel>, with _2, _3, ... "
-        "appended when another run took that name)",
+        help="results directory, new or empty: the cell's (default runs/<time>-<topology>-<kernel>, with "
+        "_2, _3, ... when another run took that name) or, for more than one cell, the matrix's (default "
+        "runs/<time>-matrix: a directory per cell, matrix.json, junit.xml, kcidb.json, index.html)",
+    )
+    run.add_argument(
+        "-j",
+        "--jobs",
+        type=int,
+        help="cells run at once (default: fitted to the host's cores and the VMs' vCPUs)",
+    )
+    run.add_argument(
+        "--resume",
+        metavar="DIR",
+        help="complete the matrix in DIR: run only its cells that are missing or ended in infra-error "
+        "(give the same arguments as the run that made it)",
+    )
+    run.add_argument(
+        "--retries",
+        type=int,
+        default=0,
+        help="rerun a cell's failed tests up to N times in a fresh VM; a test that then passes is "
+        "reported flaky, never passed (default 0)",
+    )
+    run.add_argument(
+        "--shard",
+        metavar="K/N",
+        help="run the K-th of N deterministic parts of the cells (balanced on --baseline's durations)",
+    )
+    run.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="an earlier matrix directory: compare with it at the end (exit 1 on a regression)",
     )
     run.add_argument("--timeout", type=float, default=900.0, help="deadline for the whole cell, seconds")
     run.add_argument(
@@ -86,6 +125,28 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print, per cell, the topology, the kernel (cached or to be fetched/built) and the commands "
         "that would run; fetch, build, probe, boot and create nothing",
+    )
+
+    cmp = sub.add_parser(
+        "compare",
+        help="compare two matrix directories: regressions, fixes, new, vanished, flaky",
+    )
+    cmp.add_argument("old")
+    cmp.add_argument("new")
+    cmp.add_argument("--json", metavar="FILE", help="also write the comparison as JSON to FILE")
+
+    merge = sub.add_parser(
+        "merge", help="merge the directories of `hil run --shard` into one matrix directory"
+    )
+    merge.add_argument("shards", nargs="+", metavar="DIR")
+    merge.add_argument("--out", required=True, help="the merged matrix directory, new or empty")
+    merge.add_argument("--baseline", metavar="DIR", help="compare the merged matrix with an earlier one")
+
+    ci = sub.add_parser("ci", help="write a pipeline for an existing CI engine that runs a sharded matrix")
+    ci.add_argument("engine", choices=("gitlab", "github"))
+    ci.add_argument("--shards", type=int, default=2, help="machines the cells are spread over (default 2)")
+    ci.add_argument(
+        "run_args", nargs=argparse.REMAINDER, help="-- then the `hil run` arguments of the matrix"
     )
 
     test = sub.add_parser("test", help="run the project's own tests (pytest arguments may follow)")
@@ -139,6 +200,10 @@ def dispatch(args: argparse.Namespace) -> int:
         from harness.commands import kernel_command
 
         return kernel_command(args)
+    if args.command in ("compare", "merge", "ci"):
+        from harness import matrix_commands
+
+        return matrix_commands.COMMANDS[args.command](args)
     from harness.commands import run_command
 
     return run_command(args)
@@ -150,9 +215,18 @@ def _with_notes(exc: BaseException) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    run_args: list[str] = []
+    if argv[:1] == ["ci"] and "--" in argv:
+        cut = argv.index("--")
+        argv, run_args = argv[:cut], argv[cut + 1 :]
     args = _parser().parse_args(argv)
-    if args.command == "run" and not args.kernel:
-        args.kernel = [DEFAULT_KERNEL]  # not an argparse default: "append" would add to it
+    if args.command == "ci":
+        args.run_args = run_args
+    if args.command == "run":
+        # Not argparse defaults: "append" would add to them.
+        args.kernel = args.kernel or [DEFAULT_KERNEL]
+        args.topology = args.topology or [DEFAULT_TOPOLOGY]
     try:
         return dispatch(args)
     except ConfigError as exc:
@@ -166,6 +240,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INFRA
     except KeyboardInterrupt:
         print("hil: interrupted", file=sys.stderr)
+        if threading.active_count() > 1:
+            # Cells still running on other threads: leave now; each VM's guardian sees us go and kills
+            # QEMU and removes its scratch, and `--resume` runs those cells again.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(128 + 2)
         return 128 + 2
     except BrokenPipeError:
         # `hil topology render x | head` must not print a traceback.

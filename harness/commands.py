@@ -7,18 +7,22 @@ import shlex
 import shutil
 import sys
 import time
-from dataclasses import replace
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from harness.errors import ConfigError, InfraError, LaunchError
 from harness.paths import REPO_ROOT
 
 if TYPE_CHECKING:
+    from harness.cell.execute import PreparedKernel
     from harness.cell.request import CellRequest, CellResult, HostFacts
     from harness.kernels.image import KernelImage
-    from harness.topology import Topology
+    from harness.matrix.cells import CellSpec
+    from harness.matrix.document import Matrix, Shard
+
+T = TypeVar("T")
 
 
 def _progress(message: str) -> None:
@@ -120,86 +124,193 @@ def _resolve_kernels(specs: list[str], series: Path | None) -> list[KernelImage]
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from harness import topology as t
-    from harness.results.model import exit_code
-    from harness.results.report import matrix_table
-    from harness.results.routes import route_rows, routes_table
+    from harness.matrix.document import parse_shard
     from harness.rundir import check_out_dir
 
-    names = [topo.name for topo in t.list_topologies()] if args.topology == "all" else [args.topology]
-    topologies = [t.load_topology(name) for name in names]  # every file validated before any VM starts
-    specs = list(dict.fromkeys(args.kernel))  # in the order given, each once
-    if args.out and len(topologies) * len(specs) > 1:
-        raise ConfigError("--out names one directory; use it with one topology and one kernel", "--out")
     series = _series(args)
-    out = Path(args.out) if args.out else None
-    if out is not None:
+    cells = _plan_cells(args, series)  # every topology file and axis validated before anything starts
+    shard = _parse_flag(parse_shard, args.shard, "--shard") if args.shard else None
+    out = Path(args.resume or args.out) if (args.resume or args.out) else None
+    is_matrix = len(cells) > 1 or shard is not None or args.resume is not None
+    baseline = _baseline(args.baseline)
+    if args.jobs is not None and args.jobs < 1:
+        raise ConfigError(f"{args.jobs}: run at least one cell at a time", "-j")
+    if args.retries < 0:
+        raise ConfigError(f"{args.retries}: a number of retries, 0 or more", "--retries")
+    if args.resume and args.out and Path(args.out) != Path(args.resume):
+        raise ConfigError("--resume names the matrix directory to complete; drop --out", "--out")
+    if out is not None and not args.resume:
         check_out_dir(out)  # a usage error, found before anything is fetched or built
     if args.dry_run:
         from harness.dryrun import dry_run
         from harness.paths import cache_dir
 
+        matrix_dir = out or RUNS_ROOT / f"{datetime.now().astimezone():%Y%m%d-%H%M%S}-matrix"
         return dry_run(
-            topologies,
-            args.topology,
-            specs,
+            cells,
             series=series,
             select=args.select,
             timeout=args.timeout,
             idle_timeout=args.idle_timeout,
             accel_requested=args.accel,
-            out=out,
-            runs_root=RUNS_ROOT,
-            now=datetime.now().astimezone(),
+            run_dir_of=lambda cell: _dry_run_dir(cell, matrix_dir if is_matrix else out, is_matrix),
             accel_cache=cache_dir() / "accel.json",
             emit=lambda text: print(text, end="", flush=True),
         )
-    kernels = _resolve_kernels(specs, series)
-    invocation = ("./hil", *sys.argv[1:])
-    results: list[CellResult] = []
-    # A matrix prints each cell's tests that did not simply pass (its results.json has them all).
-    passed_rows = len(topologies) * len(specs) == 1
-    for spec, kernel in zip(specs, kernels, strict=True):
-        cells = [(topo, _cell_request(args, topo, spec, series, invocation)) for topo in topologies]
-        try:
-            facts = _host_facts(kernel.image, args.accel)
-            modules_dir = _test_modules(kernel)
-        except InfraError as exc:
-            # The accelerator probe or this kernel's test modules failed: this kernel's cells cannot
-            # run, the other kernels' cells still do.
-            _progress(f"kernel {spec}: {exc}\n[hil] its {len(cells)} cell(s) are recorded as infra-error")
-            for topo, req in cells:
-                started_at = datetime.now(UTC)
-                run_dir = _claim_run_dir(req, topo, started_at)
-                stage = f"preparing kernel {spec} for its cells"
-                results.append(_infra_error_cell(req, topo, kernel, None, run_dir, stage, exc, started_at))
-                _print_cell(results[-1], passed_rows)
-            continue
-        for topo, req in cells:
-            results.append(_run_one_cell(req, topo, kernel, facts, modules_dir))
-            _print_cell(results[-1], passed_rows)
-    if len(results) > 1:
-        print(matrix_table([(r.meta, r.records, r.verdict) for r in results]))
-    routes = routes_table([row for r in results for row in route_rows(r.meta, r.records)])
+    if is_matrix:
+        return _run_matrix(args, cells, out, shard, baseline, series)
+    kernels = _prepared_kernels([c.kernel_spec for c in cells], series, args.accel)
+    return _run_single(
+        cells[0], kernels[cells[0].kernel_spec], _cell_request(args, cells[0], series), out, args
+    )
+
+
+def _run_matrix(
+    args: argparse.Namespace,
+    cells: list[CellSpec],
+    out: Path | None,
+    shard: Shard | None,
+    baseline: Matrix | None,
+    series: Path | None,
+) -> int:
+    from harness.matrix.compare import comparison_text, has_regressions
+    from harness.matrix.session import MatrixSession
+    from harness.results.model import exit_code
+    from harness.results.report import matrix_table
+    from harness.results.routes import routes_table
+
+    session = MatrixSession.open(
+        cells, out, shard, resume=args.resume is not None, baseline=baseline, runs_root=RUNS_ROOT
+    )
+    jobs = session.pending()
+    kernels = _prepared_kernels([c.kernel_spec for c in jobs], series, args.accel)
+    matrix, comparison = session.run(
+        jobs,
+        kernels,
+        lambda cell: _cell_request(args, cell, series),
+        parallel=args.jobs or _default_jobs(kernels, cells),
+        retries=args.retries,
+        progress=_progress,
+        report=lambda result: _print_cell(result, passed_rows=False),
+    )
+    docs = [matrix.cells[c.id] for c in session.cells if c.id in matrix.cells]
+    print(matrix_table([(d.meta, d.records, d.verdict) for d in docs]))
+    routes = routes_table(matrix.routes())
     if routes:
         print(routes)
-    return max(exit_code(r.verdict) for r in results)
+    status = exit_code(matrix.verdict)
+    if comparison is not None:
+        print(comparison_text(comparison))
+        status = max(status, 1 if has_regressions(comparison) else 0)
+    for cell in matrix.missing:
+        print(f"missing: {cell} (no results; `--resume {matrix.dir}` runs it)")
+    print(f"matrix: {matrix.dir} (index.html, matrix.json, junit.xml, kcidb.json)")
+    return status
 
 
-def _cell_request(
-    args: argparse.Namespace, topo: Topology, spec: str, series: Path | None, invocation: tuple[str, ...]
-) -> CellRequest:
+def _parse_flag(parse: Callable[[str], T], text: str, flag: str) -> T:
+    try:
+        return parse(text)
+    except ValueError as exc:
+        raise ConfigError(str(exc), flag) from None
+
+
+def _baseline(given: str | None) -> Matrix | None:
+    """--baseline read before any work: a wrong directory is a usage error, not a failure at the end."""
+    if given is None:
+        return None
+    from harness.matrix.document import read_matrix
+
+    try:
+        return read_matrix(Path(given))
+    except InfraError as exc:
+        raise ConfigError(str(exc), "--baseline") from None
+
+
+def _plan_cells(args: argparse.Namespace, series: Path | None) -> list[CellSpec]:
+    from harness import topology as t
+    from harness.matrix.cells import plan_cells
+    from harness.topology.axes import expand, parse_axes
+
+    given: list[str] = []
+    for name in args.topology:
+        given += [topo.name for topo in t.list_topologies()] if name == "all" else [name]
+    axes = parse_axes(args.axis)
+    variants = [
+        (name, variant.topology, variant.axes)
+        for name in dict.fromkeys(given)
+        for variant in expand(t.load_topology(name), axes)
+    ]
+    specs = list(dict.fromkeys(args.kernel))  # in the order given, each once
+    labels = [(spec, f"{spec}+{series.name}" if series else spec) for spec in specs]
+    return plan_cells(variants, labels)
+
+
+def _dry_run_dir(cell: CellSpec, out: Path | None, is_matrix: bool) -> tuple[Path, str]:
+    from harness.rundir import run_dir_name
+
+    if is_matrix:
+        assert out is not None
+        return out / cell.id, "the cell's directory in the matrix directory"
+    if out is None:
+        path = RUNS_ROOT / run_dir_name(cell.topology.name, cell.kernel_label, datetime.now().astimezone())
+        return path, "not created; the name gets _2, _3, ... if taken"
+    return out, "--out; created when the cell starts"
+
+
+def _prepared_kernels(specs: Sequence[str], series: Path | None, accel: str) -> dict[str, PreparedKernel]:
+    """Every kernel fetched or built before any VM (a build error ends the invocation, by design); then
+    per kernel the accelerator probe and the test modules, whose failure costs only its cells."""
+    from harness.cell.execute import PreparedKernel
+
+    wanted = list(dict.fromkeys(specs))
+    prepared = {}
+    for spec, kernel in zip(wanted, _resolve_kernels(wanted, series), strict=True):
+        try:
+            facts = _host_facts(kernel.image, accel)
+            prepared[spec] = PreparedKernel(spec, kernel, facts, _test_modules(kernel))
+        except InfraError as exc:
+            _progress(f"kernel {spec}: {exc}\n[hil] its cells are recorded as infra-error")
+            prepared[spec] = PreparedKernel(spec, kernel, error=exc)
+    return prepared
+
+
+def _default_jobs(kernels: dict[str, PreparedKernel], cells: Sequence[CellSpec]) -> int:
+    from harness.matrix.runner import default_jobs, host_cores
+
+    accels = {k.facts.accel for k in kernels.values() if k.facts is not None} or {"tcg"}
+    vcpus = max((c.topology.machine.smp for c in cells), default=1)
+    return default_jobs(host_cores(), "kvm" if accels == {"kvm"} else "tcg", vcpus)
+
+
+def _run_single(
+    cell: CellSpec, kernel: PreparedKernel, req: CellRequest, out: Path | None, args: argparse.Namespace
+) -> int:
+    from harness.cell.execute import run_prepared
+    from harness.results.model import exit_code
+    from harness.results.routes import route_rows, routes_table
+
+    run_dir = _claim_run_dir(req, cell, out, datetime.now(UTC))
+    result = run_prepared(req, cell.topology, kernel, run_dir, args.retries, _progress)
+    _print_cell(result, passed_rows=True)
+    routes = routes_table(route_rows(result.meta, result.records))
+    if routes:
+        print(routes)
+    return exit_code(result.verdict)
+
+
+def _cell_request(args: argparse.Namespace, cell: CellSpec, series: Path | None) -> CellRequest:
     from harness.cell.request import CellRequest
 
     return CellRequest(
-        topology=topo.name if args.topology == "all" else args.topology,
-        kernel_spec=spec,
+        topology=cell.given,
+        kernel_spec=cell.kernel_spec,
         select=args.select,
         timeout=args.timeout,
         idle_timeout=args.idle_timeout,
-        out=Path(args.out) if args.out else None,
-        invocation=invocation,
+        invocation=("./hil", *sys.argv[1:]),
         series=series,
+        axes=cell.axes,
     )
 
 
@@ -215,93 +326,11 @@ def _print_cell(result: CellResult, passed_rows: bool) -> None:
     print_cell(result, print, passed_rows=passed_rows)
 
 
-def _claim_run_dir(req: CellRequest, topo: Topology, started_at: datetime) -> Path:
+def _claim_run_dir(req: CellRequest, cell: CellSpec, out: Path | None, started_at: datetime) -> Path:
     """The cell's own directory, claimed before the cell starts, so that whatever happens in the
     cell its results.json has a place that no other run shares."""
     from harness.rundir import allocate_run_dir, claim_out_dir
 
-    if req.out is not None:
-        return claim_out_dir(req.out)
-    return allocate_run_dir(RUNS_ROOT, topo.name, req.kernel_label, started_at.astimezone())
-
-
-def _run_one_cell(
-    req: CellRequest, topo: Topology, kernel: KernelImage, facts: HostFacts, modules_dir: Path | None
-) -> CellResult:
-    """run_cell, with an infrastructure error turned into this cell's infra-error result: one broken
-    cell of a matrix must not cost the others their runs, nor itself its results.json."""
-    from harness.run import run_cell
-
-    started_at = datetime.now(UTC)
-    run_dir = _claim_run_dir(req, topo, started_at)
-    cell = replace(req, out=run_dir)
-    try:
-        result = run_cell(cell, topo, kernel, facts, run_dir, _progress, modules_dir)
-        return _rerun_if_qemu_aborted(result, cell, topo, kernel, facts, modules_dir)
-    except InfraError as exc:
-        _progress(f"{topo.name} x {req.kernel_label}: infrastructure error, going on with the next cell")
-        return _infra_error_cell(cell, topo, kernel, facts, run_dir, "the cell", exc, started_at)
-
-
-def _infra_error_cell(
-    req: CellRequest,
-    topo: Topology,
-    kernel: KernelImage,
-    facts: HostFacts | None,
-    run_dir: Path,
-    stage: str,
-    exc: InfraError,
-    started_at: datetime,
-) -> CellResult:
-    """Record a cell that could not run as `infra-error`, the error text as its evidence, in its own
-    results directory (results.json and junit.xml, like any other cell)."""
-    import socket
-
-    from harness import __version__
-    from harness.cell.request import CellResult
-    from harness.results.model import RunMeta, Verdict
-    from harness.results.write import write_junit, write_results_json
-
-    meta = RunMeta(
-        topology=topo.name,
-        kernel=req.kernel_label,
-        kernel_version=kernel.version,
-        qemu_version=facts.qemu_version if facts else None,
-        accelerator=facts.accel if facts else "none",
-        started_at=started_at.isoformat(),
-        durations={"total": round((datetime.now(UTC) - started_at).total_seconds(), 2)},
-        host=socket.gethostname(),
-        harness_version=__version__,
-        command=list(req.invocation),
-    )
-    evidence = [f"infrastructure error in {stage} ({type(exc).__name__}): {exc}"]
-    write_results_json(run_dir / "results.json", meta, [], Verdict.INFRA_ERROR, evidence)
-    write_junit(run_dir / "junit.xml", meta, [])
-    return CellResult(run_dir, meta, [], Verdict.INFRA_ERROR, list(evidence))
-
-
-def _rerun_if_qemu_aborted(
-    result: CellResult,
-    req: CellRequest,
-    topo: Topology,
-    kernel: KernelImage,
-    facts: HostFacts,
-    modules_dir: Path | None,
-) -> CellResult:
-    """QEMU's TCG has rare internal asserts (not the kernel's fault): rerun such a cell once, keeping
-    the first attempt's directory next to it and saying so in the second attempt's report."""
-    from harness.console.watch import qemu_abort_line
-    from harness.results.model import Verdict
-    from harness.run import run_cell
-
-    if result.verdict is not Verdict.INFRA_ERROR:
-        return result
-    console = result.run_dir / "console.log"
-    line = qemu_abort_line(console.read_text(errors="replace")) if console.exists() else None
-    if line is None:
-        return result
-    kept = result.run_dir.with_name(result.run_dir.name + "-qemu-abort")
-    result.run_dir.rename(kept)
-    _progress(f"QEMU itself aborted ({line}); rerunning the cell once, first attempt kept in {kept}")
-    again = replace(req, out=result.run_dir, earlier_attempt=f"first attempt: QEMU aborted: {line} ({kept})")
-    return run_cell(again, topo, kernel, facts, result.run_dir, _progress, modules_dir)
+    if out is not None:
+        return claim_out_dir(out)
+    return allocate_run_dir(RUNS_ROOT, cell.topology.name, req.kernel_label, started_at.astimezone())

@@ -14,7 +14,6 @@ import shutil
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,7 +22,7 @@ from harness.kernels.kimage import KernelImage
 from harness.kernels.spec import DebianImage, DebianSource, ImageFile, LocalTree, parse_spec
 
 if TYPE_CHECKING:
-    from harness.topology import Topology
+    from harness.matrix.cells import CellSpec
 
 # Where the harness's mkdtemp would put the scratch directory; the X's are filled in at run time.
 SCRATCH_PLACEHOLDER = Path("/tmp/p2p-hil-XXXXXXXX")
@@ -145,28 +144,24 @@ def block(cell: DryCell) -> str:
 
 
 def dry_run(
-    topologies: Sequence[Topology],
-    topology_arg: str,
-    specs: Sequence[str],
+    cells: Sequence[CellSpec],
     *,
     series: Path | None,
     select: str | None,
     timeout: float,
     idle_timeout: float,
     accel_requested: str,
-    out: Path | None,
-    runs_root: Path,
-    now: datetime,
+    run_dir_of: Callable[[CellSpec], tuple[Path, str]],
     accel_cache: Path,
     emit: Callable[[str], None],
 ) -> int:
-    """Print one block per cell (kernels outer, topologies inner, as a run orders them); 0."""
+    """Print one block per cell (kernels outer, topologies inner, as a run orders them); 0.
+    `run_dir_of` says where a cell would write, and a note on how that directory comes about."""
     from harness import topology as t
     from harness.cell.request import CellRequest, HostFacts
     from harness.cell.setup import harness_command, make_vng_spec, raw_commands
     from harness.guest.prepare import pycache_prefix
     from harness.paths import cache_dir
-    from harness.rundir import run_dir_name
     from harness.vm.accel import qemu_version
     from harness.vm.command import vng_argv
 
@@ -174,52 +169,48 @@ def dry_run(
     vng = shutil.which("vng") or str(Path(sys.executable).parent / "vng")
     if qemu is None:
         emit("note: qemu-system-x86_64 is not installed; a run would stop with an infrastructure error\n")
-    total = len(topologies) * len(specs)
-    index = 0
-    for spec in specs:
-        kernel = lookup_kernel(spec, series)
-        chosen = lookup_accelerator(qemu, accel_requested, accel_cache)
-        facts = HostFacts(
-            qemu=qemu or "qemu-system-x86_64",
-            qemu_version=qemu_version(qemu) if qemu else "not installed",
-            accel=chosen.accel,
-            accel_reason=chosen.how,
-            vng=vng,
+    total = len(cells)
+    kernels = {spec: lookup_kernel(spec, series) for spec in dict.fromkeys(c.kernel_spec for c in cells)}
+    chosen = lookup_accelerator(qemu, accel_requested, accel_cache)
+    facts = HostFacts(
+        qemu=qemu or "qemu-system-x86_64",
+        qemu_version=qemu_version(qemu) if qemu else "not installed",
+        accel=chosen.accel,
+        accel_reason=chosen.how,
+        vng=vng,
+    )
+    for index, cell in enumerate(cells, start=1):
+        kernel = kernels[cell.kernel_spec]
+        topo = cell.topology
+        req = CellRequest(
+            topology=cell.given,
+            kernel_spec=cell.kernel_spec,
+            select=select,
+            timeout=timeout,
+            idle_timeout=idle_timeout,
+            series=series,
+            axes=cell.axes,
         )
-        for topo in topologies:
-            index += 1
-            req = CellRequest(
-                topology=topo.name if topology_arg == "all" else topology_arg,
-                kernel_spec=spec,
-                select=select,
-                timeout=timeout,
-                idle_timeout=idle_timeout,
-                series=series,
-            )
-            if out is not None:
-                run_dir, note = out, "--out; created when the cell starts"
-            else:
-                run_dir = runs_root / run_dir_name(topo.name, req.kernel_label, now)
-                note = "not created; the name gets _2, _3, ... if taken"
-            layout = t.lay_out(topo)
-            spec_ = make_vng_spec(
-                topo, layout, kernel.bootable(), facts, run_dir, SCRATCH_PLACEHOLDER, run_dir / "plan.json",
-                pycache_prefix(cache_dir()),  # where the harness prepares the guest's byte-code
-            )  # fmt: skip
-            emit(
-                block(
-                    DryCell(
-                        index=index,
-                        total=total,
-                        topology=topo.name,
-                        kernel=kernel,
-                        accel=chosen,
-                        run_dir=run_dir,
-                        run_dir_note=note,
-                        harness=harness_command(req),
-                        raw=raw_commands(layout, SCRATCH_PLACEHOLDER, vng_argv(spec_)),
-                    )
+        run_dir, note = run_dir_of(cell)
+        layout = t.lay_out(topo)
+        spec_ = make_vng_spec(
+            topo, layout, kernel.bootable(), facts, run_dir, SCRATCH_PLACEHOLDER, run_dir / "plan.json",
+            pycache_prefix(cache_dir()),  # where the harness prepares the guest's byte-code
+        )  # fmt: skip
+        emit(
+            block(
+                DryCell(
+                    index=index,
+                    total=total,
+                    topology=topo.name,
+                    kernel=kernel,
+                    accel=chosen,
+                    run_dir=run_dir,
+                    run_dir_note=note,
+                    harness=harness_command(req),
+                    raw=raw_commands(layout, SCRATCH_PLACEHOLDER, vng_argv(spec_)),
                 )
             )
+        )
     emit(f"dry run: {total} cell{'s' if total != 1 else ''}; nothing was fetched, built, probed or booted\n")
     return 0

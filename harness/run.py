@@ -48,6 +48,7 @@ from harness.guest.plan import GuestPlan, dump_plan
 from harness.guest.prepare import prepare, pycache_prefix
 from harness.hostcheck import RunByteChecks
 from harness.kernels.image import KernelImage
+from harness.matrix.cells import TOPOLOGY_FILE
 from harness.paths import GUEST_TESTS_DIR, KERNELS_DIR, REPO_ROOT, cache_dir
 from harness.results.known_issues import KnownIssue, apply_known_issues, judge_test_frame, load_known_issues
 from harness.results.model import (
@@ -60,9 +61,9 @@ from harness.results.model import (
 )
 from harness.results.report import summary_table
 from harness.results.timeline import breakdown_line, marks_from_json
-from harness.results.write import Evidence, write_junit, write_reproduce, write_results_json
+from harness.results.write import Evidence, write_junit, write_reproduce, write_results_json, write_text
 from harness.rundir import claim_out_dir
-from harness.topology import Layout, Topology, backing_files, lay_out
+from harness.topology import Layout, Topology, backing_files, lay_out, topology_json, topology_sha256
 from harness.vm.command import guarded_argv, vng_argv
 from harness.vm.interface import CellVM, VmFactory, VmLaunch, real_vm
 
@@ -168,7 +169,7 @@ def run_cell(
         guest_deadline = max(10.0, req.timeout - GUEST_BOOT_ALLOWANCE_S - GUEST_WATCHDOG_MARGIN_S)
         plan = make_plan(
             topo, layout, req.kernel_label, run_dir, scratch, token, req.select, guest_deadline, modules_dir,
-            tests_dir, test_limit_s(guest_deadline, req.idle_timeout),
+            tests_dir, test_limit_s(guest_deadline, req.idle_timeout), req.only,
         )  # fmt: skip
         plan = _prepared(plan, seen, now, progress)
         plan_path = run_dir / "plan.json"
@@ -232,6 +233,7 @@ def _write_cell_files(
 ) -> list[str]:
     """plan.json, plan-raw.json and reproduce.sh; returns the vng argv the cell runs."""
     raw_plan_path = run_dir / RAW_PLAN
+    write_text(run_dir / TOPOLOGY_FILE, topology_json(topo))
     dump_plan(plan, plan_path)
     # A reproduction without the harness has no host agent: its plan says so, and the tests that
     # need one skip with that reason instead of waiting for an answer that never comes.
@@ -278,6 +280,8 @@ def _meta(
         harness_version=__version__,
         command=list(req.invocation),
         timeline=seen.timeline.to_json(),
+        axes=dict(req.axes),
+        topology_sha256=topology_sha256(topo),
     )
 
 

@@ -328,7 +328,7 @@ def test_a_matrix_through_the_fake_vm_records_an_infra_error_cell_and_goes_on(
     out = capsys.readouterr().out
     assert code == 3
     verdicts = {}
-    for path in (tmp_path / "runs").glob("*/results.json"):
+    for path in (tmp_path / "runs").glob("*-matrix/*/results.json"):  # one matrix directory, a cell each
         data = json.loads(path.read_text())
         verdicts[data["meta"]["topology"]] = data["verdict"]
     names = {t.name for t in list_topologies()}

@@ -9,11 +9,16 @@ import pytest
 from harness.cli import main
 
 
-def test_out_with_a_kernel_matrix_is_refused(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_a_matrix_out_directory_that_holds_files_is_refused(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """--out of a matrix names the matrix directory: new or empty, like a cell's, checked before any work."""
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "last-night.txt").write_text("kept")
     code = main(["run", "--kernel", "debian:7.2", "--kernel", "src:debian-7.2", "--out", str(tmp_path / "x")])
     assert code == 2
-    assert "--out names one directory; use it with one topology and one kernel" in capsys.readouterr().err
-    assert not (tmp_path / "x").exists()
+    assert "exists and is not empty" in capsys.readouterr().err
+    assert [p.name for p in (tmp_path / "x").iterdir()] == ["last-night.txt"]
 
 
 def test_missing_series_file_is_refused(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -69,6 +74,6 @@ def test_run_without_arguments_is_every_topology_on_the_built_kernel(monkeypatch
 
     monkeypatch.setattr(cli, "dispatch", record)
     assert main(["run"]) == 0
-    assert (seen[0].topology, seen[0].kernel) == ("all", ["src:debian-7.2"])
+    assert (seen[0].topology, seen[0].kernel) == (["all"], ["src:debian-7.2"])
     assert main(["run", "--kernel", "debian:7.2"]) == 0  # the stock kernel replaces the default
     assert seen[1].kernel == ["debian:7.2"]

@@ -211,7 +211,7 @@ def fake_cells(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[tuple[st
 
 def _results(root: Path) -> dict[tuple[str, str], dict[str, Any]]:
     found = {}
-    for path in sorted(root.glob("runs/*/results.json")):
+    for path in sorted(root.glob("runs/*-matrix/*/results.json")):
         data = json.loads(path.read_text())
         found[(data["meta"]["topology"], data["meta"]["kernel"])] = data
     return found
@@ -235,7 +235,7 @@ def test_an_infra_error_in_one_cell_is_recorded_and_the_matrix_goes_on(
     assert "qemu: could not load ROM" in note["text"]
     assert broken["meta"]["kernel_version"] == "debian:7.3-version"
     assert broken["meta"]["accelerator"] == "tcg"
-    junits = list(tmp_path.glob("runs/*switch-p2p-amd-debian-7.3/junit.xml"))
+    junits = list(tmp_path.glob("runs/*-matrix/switch-p2p-amd__debian-7.3/junit.xml"))
     assert len(junits) == 1
     others = [r for key, r in results.items() if key != ("switch-p2p-amd", "debian:7.3")]
     assert [r["verdict"] for r in others] == ["passed"] * (len(everything) - 1)

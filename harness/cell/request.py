@@ -33,6 +33,10 @@ class CellRequest:
     # Said in the report when this cell is a rerun (why, and where the earlier attempt is kept).
     earlier_attempt: str | None = None
     series: Path | None = None  # absolute: reproduce.sh must find it from any directory
+    # The --axis values that made this cell's topology a variant of `topology` (harness/topology/axes.py).
+    axes: tuple[tuple[str, str], ...] = ()
+    # Run only these tests (node ids): a retry of the ones that failed (harness/matrix/retry.py).
+    only: tuple[str, ...] = ()
 
     @property
     def kernel_label(self) -> str:

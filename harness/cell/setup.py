@@ -59,6 +59,8 @@ def harness_command(req: CellRequest) -> list[str]:
     hil = ["./hil", "run", "--topology", req.topology, "--kernel", req.kernel_spec]
     if req.series:
         hil += ["--series", str(req.series)]
+    for key, value in req.axes:
+        hil += ["--axis", f"{key}={value}"]
     if req.select:
         hil += ["-k", req.select]
     return [*hil, "--timeout", f"{req.timeout:g}"]

@@ -35,6 +35,7 @@ def make_plan(
     modules_dir: Path | None,
     tests_dir: Path = GUEST_TESTS_DIR,
     test_timeout_s: float | None = None,
+    only: tuple[str, ...] = (),
 ) -> GuestPlan:
     backing = {dev_id: path for dev_id, path, _size in backing_files(layout, scratch)}
     devices = tuple(
@@ -57,6 +58,7 @@ def make_plan(
         devices=devices,
         tests_dir=tests_dir,
         pytest_args=("-k", select) if select else (),
+        only=only,
         modules_dir=modules_dir,
         guest_deadline_s=guest_deadline_s,
         expectations=pair_expectations(topo, layout),

@@ -52,7 +52,7 @@ def pytest_command(plan: GuestPlan, python: str) -> list[str]:
         *prefix,
         "-m",
         "pytest",
-        tests,
+        *([f"{tests}/{nodeid}" for nodeid in plan.only] or [tests]),
         "-p",
         "harness.guest.plugin",
         "-p",

@@ -72,6 +72,9 @@ class GuestPlan:
     devices: tuple[DeviceSpec, ...]
     tests_dir: Path
     pytest_args: tuple[str, ...] = ()
+    # Node ids (relative to tests_dir) to run instead of the whole directory: a retry of the tests that
+    # failed (`hil run --retries`) runs exactly those.
+    only: tuple[str, ...] = ()
     modules_dir: Path | None = None
     guest_deadline_s: float | None = None  # the guest powers itself off after this long
     # The routing oracle's prediction per exporter/importer pair (at most one per pair).
@@ -147,6 +150,7 @@ def plan_to_dict(plan: GuestPlan) -> dict[str, Any]:
         "devices": [_device_to_dict(dev) for dev in plan.devices],
         "tests_dir": str(plan.tests_dir),
         "pytest_args": list(plan.pytest_args),
+        "only": list(plan.only),
         "modules_dir": None if plan.modules_dir is None else str(plan.modules_dir),
         "guest_deadline_s": plan.guest_deadline_s,
         "test_timeout_s": plan.test_timeout_s,
@@ -217,6 +221,7 @@ def plan_from_dict(raw: object, where: str = "plan") -> GuestPlan:
         devices=tuple(_device_from_dict(d, f"{where}: devices[{i}]") for i, d in enumerate(devices_raw)),
         tests_dir=Path(obj.req_str("tests_dir")),
         pytest_args=tuple(obj.str_list("pytest_args")),
+        only=tuple(obj.str_list("only")),
         modules_dir=_opt_path(obj.opt_str("modules_dir")),
         guest_deadline_s=deadline,
         expectations=_expectations(obj.get("expectations", []), where),

@@ -77,6 +77,9 @@ class Matrix:
     axes: dict[str, list[str]]
     shard: Shard | None = None
     cells: dict[str, CellDocument] = field(default_factory=dict)
+    # A shard's directory plans its part of the cells; `whole` lists the ids of every cell of the matrix
+    # it is a part of, so that a merge can tell when a shard is missing.
+    whole: list[str] = field(default_factory=list)
 
     @property
     def missing(self) -> list[str]:
@@ -103,6 +106,7 @@ def matrix_json(matrix: Matrix, *, created_at: str, command: Sequence[str], harn
         "harness_version": harness_version,
         "command": list(command),
         "shard": str(matrix.shard) if matrix.shard else None,
+        "whole": matrix.whole,
         "axes": matrix.axes,
         "planned": matrix.planned,
         "verdict": verdict.value,
@@ -142,11 +146,18 @@ def read_matrix(matrix_dir: Path) -> Matrix:
     if not isinstance(axes, dict):
         raise InfraError(f"{path}: 'axes' must be an object")
     shard = parse_shard(data["shard"]) if data.get("shard") else None
-    return collect(matrix_dir, planned, axes, shard)
+    whole = data.get("whole") or []
+    if not isinstance(whole, list) or not all(isinstance(w, str) for w in whole):
+        raise InfraError(f"{path}: 'whole' must be a list of cell ids")
+    return collect(matrix_dir, planned, axes, shard, whole)
 
 
 def collect(
-    matrix_dir: Path, planned: list[dict[str, Any]], axes: dict[str, list[str]], shard: Shard | None = None
+    matrix_dir: Path,
+    planned: list[dict[str, Any]],
+    axes: dict[str, list[str]],
+    shard: Shard | None = None,
+    whole: list[str] | None = None,
 ) -> Matrix:
     """The matrix as its directory holds it now: every planned cell whose results.json exists."""
     cells = {
@@ -154,7 +165,7 @@ def collect(
         for p in planned
         if (matrix_dir / p["id"] / RESULTS_FILE).exists()
     }
-    return Matrix(matrix_dir, planned, axes, shard, cells)
+    return Matrix(matrix_dir, planned, axes, shard, cells, list(whole or []))
 
 
 def durations_by_cell(matrix: Matrix) -> Mapping[str, float]:

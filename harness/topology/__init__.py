@@ -8,7 +8,7 @@ Public API (see docs/DESIGN.md, "Topology"):
 
 from harness.topology.layout import DeviceLayout, Layout, PortLayout, SwitchLayout, lay_out
 from harness.topology.load import list_topologies, load_topology
-from harness.topology.model import Topology
+from harness.topology.model import Topology, topology_json, topology_sha256
 from harness.topology.render import backing_files, kernel_cmdline, qemu_topology_args, standalone_qemu_argv
 
 __all__ = [
@@ -24,4 +24,6 @@ __all__ = [
     "load_topology",
     "qemu_topology_args",
     "standalone_qemu_argv",
+    "topology_json",
+    "topology_sha256",
 ]

@@ -7,6 +7,8 @@ of them, each with the path of the field at fault.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from typing import Annotated, Literal
 
@@ -169,6 +171,16 @@ class Topology(_Strict):
         if problems:
             raise CrossFieldError(problems)
         return self
+
+
+def topology_json(topo: Topology) -> str:
+    """The definition as it was booted (a variant's values applied), for the run directory."""
+    return json.dumps(topo.model_dump(mode="json"), indent=1, sort_keys=True) + "\n"
+
+
+def topology_sha256(topo: Topology) -> str:
+    """Changes when the machine changes, not when the YAML file's comments or layout do."""
+    return hashlib.sha256(topology_json(topo).encode()).hexdigest()
 
 
 def cross_check(topo: Topology) -> list[Problem]:

@@ -11,9 +11,10 @@ Use them through run_cell(..., vm_factory=...).
 
 from __future__ import annotations
 
+import json
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -115,3 +116,36 @@ def host_entry_vm(launch: VmLaunch) -> GuestVM:
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
     argv = [sys.executable, "-m", "harness.guest.entry", str(launch.plan_path)]
     return GuestVM(argv, console_log=launch.console_log, token=launch.plan.token, env=env)
+
+
+FAKE_BOOT = (
+    "[    0.000000] Linux version 7.2.13-hil (builder@p2p-hil) #1 SMP PREEMPT_DYNAMIC\n"
+    "[    3.530393] Run /init as init process\n"
+    "[    5.605915] virtme-ng-init: starting script (console fallback)\n"
+)
+Script = Callable[[GuestPlan], Sequence[Mapping[str, object]]]
+
+
+def scripted(script: Script, token: str = "SCRIPTED") -> VmFactory:
+    """A factory of guests that run the tests `script(plan)` returns (records: name, outcome, and any
+    of duration, message, details), each VM its own: what a matrix of cells needs, where the records
+    depend on the topology, the kernel or the tests asked for (a retry's plan.only)."""
+    from harness.guest.protocol import encode_frame
+
+    def factory(launch: VmLaunch) -> ReplayVM:
+        records = [{"duration": 0.1, "message": "", "details": {}, **r} for r in script(launch.plan)]
+        frames = [encode_frame(token, "start", {"kernel": "7.2.13-hil"})]
+        frames.append(encode_frame(token, "collected", {"count": len(records)}))
+        for r in records:
+            frames.append(encode_frame(token, "begin", {"name": r["name"]}))
+            frames.append(encode_frame(token, "test", {k: r[k] for k in ("name", "outcome", "duration")}))
+        frames.append(encode_frame(token, "done", {"status": "finished", "exit_code": 0, "elapsed": 1.0}))
+        console = FAKE_BOOT + "".join(frames) + "[    9.000000] reboot: Power down\n"
+
+        def guest(plan: GuestPlan) -> None:
+            with plan.results_path.open("a") as out:
+                out.writelines(json.dumps(r) + "\n" for r in records)
+
+        return ReplayVM(launch, Recording(console, token, guest))
+
+    return factory
