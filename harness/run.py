@@ -40,6 +40,7 @@ from harness.console.watch import (
     observe,
     phase_of,
     qemu_abort_line,
+    wedged,
 )
 from harness.deadline import Deadline
 from harness.errors import GuestHang
@@ -322,6 +323,10 @@ def _watch_guest(
             if seen.started and not was_started:
                 # The guest's deadline counts from here: the host's must not end first.
                 deadline.seconds = max(deadline.seconds, now() + guest_deadline_s + GUEST_WATCHDOG_MARGIN_S)
+            seen.stopped = wedged(seen, now(), idle_timeout_s)
+            if seen.stopped is not None:
+                progress(f"stopping the guest: {seen.stopped}")
+                break  # the VM is stopped by the caller's shutdown; the verdict is the report's: crashed
     except GuestHang as exc:
         seen.hang = f"{exc} ({phase_of(seen, now())})"
         progress(f"guest hung: {seen.hang}")
@@ -341,6 +346,8 @@ def _evidence(
     if seen.hang is not None or end in (GuestEnd.HUNG, GuestEnd.BOOT_FAILURE, GuestEnd.INFRA_ERROR):
         why = seen.hang or _done_reason(seen) or f"{end.value} ({phase_of(seen, now)})"
         evidence.append(f"{why}; console tail:\n{console_tail}")
+    if seen.stopped is not None:
+        evidence.append(f"the host stopped the guest: {seen.stopped}")
     if req.earlier_attempt:
         evidence.append(req.earlier_attempt)
     if not records and req.select and end is GuestEnd.DONE:

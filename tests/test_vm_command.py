@@ -4,7 +4,7 @@ import shlex
 from pathlib import Path
 
 from harness.vm.accel import classify_probe
-from harness.vm.command import VngSpec, guarded_argv, vng_argv
+from harness.vm.command import TCG_ARGS, VngSpec, guarded_argv, vng_argv
 
 SPEC = VngSpec(
     vng="vng",
@@ -30,14 +30,16 @@ def test_vng_argv_is_a_list_and_qemu_args_survive_the_shell_round_trip() -> None
     assert "--disable-kvm" in argv and "--disable-microvm" in argv
     opts = next(a for a in argv if a.startswith("--qemu-opts="))
     # vng pastes the value into `sh -c`; what QEMU finally sees is the shell's split of it.
-    assert shlex.split(opts.removeprefix("--qemu-opts=")) == list(SPEC.qemu_args)
+    assert shlex.split(opts.removeprefix("--qemu-opts=")) == [*TCG_ARGS, *SPEC.qemu_args]
     assert argv[argv.index("--rwdir") + 1] == "/runs/x"
     assert argv[-2:] == ["--exec", SPEC.guest_command]
 
 
 def test_kvm_keeps_kvm_enabled() -> None:
     spec = VngSpec(**{**SPEC.__dict__, "accel": "kvm"})
-    assert "--disable-kvm" not in vng_argv(spec)
+    argv = vng_argv(spec)
+    assert "--disable-kvm" not in argv
+    assert "thread=single" not in " ".join(argv), "single-threaded emulation is a TCG setting"
 
 
 def test_guarded_argv_wraps_with_parent_and_scratch() -> None:

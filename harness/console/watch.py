@@ -45,6 +45,8 @@ class ConsoleWatch:
     running_since: float = 0.0  # host time of that begin frame
     collected: int | None = None
     timeline: Timeline = field(default_factory=Timeline)
+    last_progress: float = 0.0  # host time of the last frame or boot milestone (kernel reports are not)
+    stopped: str | None = None  # the host stopped a wedged guest (see wedged()): why
 
 
 def as_reported(payload: Mapping[str, object]) -> str:
@@ -56,11 +58,13 @@ def observe(
 ) -> None:
     """Fold one event into `seen`; `now` is the host time of the event in seconds since the cell started."""
     if isinstance(event, Marker):
+        seen.last_progress = now
         _marker(event, seen, now, progress, judge)
     elif isinstance(event, KernelProblem):
         seen.problems.append(event)
         progress(f"kernel {event.kind}: {event.first_line.strip()}")
     elif isinstance(event, BootMilestone):
+        seen.last_progress = now
         seen.milestones.append(event.kind)
         if event.kind in _MILESTONE_MARKS:
             seen.timeline.mark(_MILESTONE_MARKS[event.kind], now)
@@ -90,6 +94,21 @@ def _marker(event: Marker, seen: ConsoleWatch, now: float, progress: Progress, j
     elif event.kind == "done":
         seen.done = dict(p)
         seen.timeline.mark("tests_done", now)
+
+
+def wedged(seen: ConsoleWatch, now: float, idle_timeout_s: float) -> str | None:
+    """Why the host should stop waiting for a guest that is still talking: after a crash-kind report,
+    a guest whose only output for `idle_timeout_s` is more kernel reports (a soft lockup repeats every
+    ~26 s, an RCU stall every minute) makes no progress, and the silence detector never fires on it.
+    The verdict is `crashed` already; waiting for the cell's deadline only costs time."""
+    crashes = [p for p in seen.problems if p.kind in CRASH_KINDS]
+    if not crashes or seen.done is not None or now - seen.last_progress <= idle_timeout_s:
+        return None
+    last = crashes[-1]
+    return (
+        f"no progress for {now - seen.last_progress:.0f} s after kernel {last.kind} "
+        f"({last.first_line.strip()}); only kernel reports on the console"
+    )
 
 
 def guest_end_of(seen: ConsoleWatch) -> GuestEnd:

@@ -18,6 +18,15 @@ from pathlib import Path
 ROOT_9P_FLAGS = "version=9p2000.L,trans=virtio,access=any,msize=524288,cache=loose"
 
 
+# One host thread emulates all of a guest's vCPUs. Multi-threaded TCG (QEMU's default) hit two QEMU-side
+# failures here that single-threaded TCG did not: the iotlb_to_section assertion during a VFIO reset (1 of
+# 21 boots vs 0 of 30) and, with two VMs on two cores (`-j 2`), a vCPU that stopped answering IPIs (the
+# other vCPU's soft lockup in smp_call_function_many_cond). The guest's work is one Python process, so
+# the second emulation thread bought nothing (same cell time), and a VM that uses one core is what lets
+# cells run side by side on a small host.
+TCG_ARGS = ("-accel", "tcg,thread=single")
+
+
 @dataclass(frozen=True)
 class VngSpec:
     """Everything that decides the vng invocation; no probing happens here."""
@@ -62,9 +71,12 @@ def vng_argv(spec: VngSpec) -> list[str]:
         argv += ["--cwd", str(spec.cwd)]
     if append:
         argv += ["--append", " ".join(append)]
+    qemu_args = list(spec.qemu_args)
+    if spec.accel == "tcg":
+        qemu_args = [*TCG_ARGS, *qemu_args]
     # vng pastes --qemu-opts into a `sh -c` string, so each argument is shell-quoted once here;
     # the '=' form is needed because the value starts with '-'.
-    argv.append("--qemu-opts=" + shlex.join(spec.qemu_args))
+    argv.append("--qemu-opts=" + shlex.join(qemu_args))
     argv += ["--exec", spec.guest_command]
     return argv
 
