@@ -231,3 +231,31 @@ def test_usage_errors_exit_2_and_start_nothing(
 
     assert hil(no_vm, *argv) == 2
     assert not (tmp_path / "runs").exists()
+
+
+def test_merging_shards_of_different_matrices_or_the_same_shard_twice_is_refused(
+    hil: Callable[..., int], tmp_path: Path
+) -> None:
+    assert hil(passing, "run", *TWO, "--shard", "1/2", "--out", str(tmp_path / "a1")) == 0
+    assert (
+        hil(
+            passing,
+            "run",
+            "-t",
+            "bar-4g",
+            "-t",
+            "rootports-acs",
+            "--shard",
+            "2/2",
+            "--out",
+            str(tmp_path / "b2"),
+        )
+        == 0
+    )
+    assert (
+        hil(passing, "merge", str(tmp_path / "a1"), str(tmp_path / "b2"), "--out", str(tmp_path / "m")) == 2
+    )
+    assert (
+        hil(passing, "merge", str(tmp_path / "a1"), str(tmp_path / "a1"), "--out", str(tmp_path / "m2")) == 2
+    )
+    assert not (tmp_path / "m").exists() and not (tmp_path / "m2").exists()

@@ -21,10 +21,12 @@ Progress = Callable[[str], None]
 
 
 def default_jobs(cores: int | None, accel: str, vcpus: int) -> int:
-    """Cells at once when the user does not say: one VM's vCPUs per core with KVM. Under TCG each vCPU is
-    a host thread that emulates, so a second VM only pays where cores outnumber one VM's vCPUs
-    (bench/bench_matrix.py measures it)."""
+    """Cells at once when the user does not say. Under TCG a VM is one emulation thread whatever its vCPUs
+    (harness.vm.command.TCG_ARGS): one VM per core. With KVM each vCPU is a thread that runs: one VM per
+    `vcpus` cores. bench/bench_matrix.py measures what -j 2 gives on two cores."""
     cores = cores or 1
+    if accel == "tcg":
+        return cores
     return max(1, cores // max(1, vcpus))
 
 
