@@ -127,27 +127,8 @@ def _parser() -> argparse.ArgumentParser:
         "that would run; fetch, build, probe, boot and create nothing",
     )
 
-    cmp = sub.add_parser(
-        "compare",
-        help="compare two matrix directories: regressions, fixes, new, vanished, flaky",
-    )
-    cmp.add_argument("old")
-    cmp.add_argument("new")
-    cmp.add_argument("--json", metavar="FILE", help="also write the comparison as JSON to FILE")
-
-    merge = sub.add_parser(
-        "merge", help="merge the directories of `hil run --shard` into one matrix directory"
-    )
-    merge.add_argument("shards", nargs="+", metavar="DIR")
-    merge.add_argument("--out", required=True, help="the merged matrix directory, new or empty")
-    merge.add_argument("--baseline", metavar="DIR", help="compare the merged matrix with an earlier one")
-
-    ci = sub.add_parser("ci", help="write a pipeline for an existing CI engine that runs a sharded matrix")
-    ci.add_argument("engine", choices=("gitlab", "github"))
-    ci.add_argument("--shards", type=int, default=2, help="machines the cells are spread over (default 2)")
-    ci.add_argument(
-        "run_args", nargs=argparse.REMAINDER, help="-- then the `hil run` arguments of the matrix"
-    )
+    _add_matrix_tools(sub)
+    _add_reproduction_tools(sub)
 
     test = sub.add_parser("test", help="run the project's own tests (pytest arguments may follow)")
     test.add_argument("--fast", action="store_true", help="skip tests that boot VMs or build kernels")
@@ -180,6 +161,97 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_matrix_tools(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """compare, merge, ci: what a nightly matrix needs besides `hil run`."""
+    cmp = sub.add_parser(
+        "compare",
+        help="compare two matrix directories: regressions, fixes, new, vanished, flaky",
+    )
+    cmp.add_argument("old")
+    cmp.add_argument("new")
+    cmp.add_argument("--json", metavar="FILE", help="also write the comparison as JSON to FILE")
+
+    merge = sub.add_parser(
+        "merge", help="merge the directories of `hil run --shard` into one matrix directory"
+    )
+    merge.add_argument("shards", nargs="+", metavar="DIR")
+    merge.add_argument("--out", required=True, help="the merged matrix directory, new or empty")
+    merge.add_argument("--baseline", metavar="DIR", help="compare the merged matrix with an earlier one")
+
+    ci = sub.add_parser("ci", help="write a pipeline for an existing CI engine that runs a sharded matrix")
+    ci.add_argument("engine", choices=("gitlab", "github"))
+    ci.add_argument("--shards", type=int, default=2, help="machines the cells are spread over (default 2)")
+    ci.add_argument(
+        "run_args", nargs=argparse.REMAINDER, help="-- then the `hil run` arguments of the matrix"
+    )
+
+
+def _add_reproduction_tools(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """bundle, reproduce, bisect, validate: a report reproduced, a culprit found, a series checked."""
+    from harness.bundle.command import add_bundle_arguments, add_reproduce_arguments
+
+    add_bundle_arguments(
+        sub.add_parser("bundle", help="pack a cell's directory into one archive that reproduces it elsewhere")
+    )
+    add_reproduce_arguments(
+        sub.add_parser("reproduce", help="rerun a bundled cell here and compare its outcomes test by test")
+    )
+
+    bisect = sub.add_parser(
+        "bisect",
+        help="find the commit or patch that first makes the selected tests fail on one topology",
+        description="Bisect a git range of a kernel tree (--kernel tree:PATH --good REV --bad REV) or the "
+        "patches of a series on a base kernel (--kernel src:debian-7.2 --series mbox), booting one topology "
+        "with a test selection at each step. Build failures and infra errors are skipped (git bisect skip).",
+    )
+    bisect.add_argument(
+        "--kernel", required=True, help="tree:PATH with --good/--bad, or a base kernel with --series"
+    )
+    bisect.add_argument("--good", metavar="REV", help="a revision where the tests pass")
+    bisect.add_argument("--bad", metavar="REV", help="a revision where they fail")
+    bisect.add_argument("--series", help="mbox: bisect over its patches on top of --kernel")
+    bisect.add_argument("--topology", "-t", required=True, help="the one topology every step boots")
+    bisect.add_argument(
+        "-k", dest="select", metavar="EXPR", help="pytest -k expression: the tests that decide"
+    )
+    bisect.add_argument(
+        "--bad-on",
+        choices=("failed", "crashed", "hung", "any"),
+        help="what counts as bad (default: what the bad end did)",
+    )
+    _cell_options(
+        bisect, out_help="the bisect's directory: bisect.json and a cell per step (rerun to resume)"
+    )
+
+    validate = sub.add_parser(
+        "validate",
+        help="check a patch series before posting: per patch, base vs base+series, a report",
+    )
+    validate.add_argument("series", metavar="SERIES", help="the series as an mbox (git format-patch output)")
+    validate.add_argument("--kernel", required=True, help="the base: src:debian-7.2 or tree:PATH")
+    validate.add_argument("--topology", "-t", action="append", default=[], help="repeatable (default: all)")
+    validate.add_argument(
+        "-k", dest="select", metavar="EXPR", help="pytest -k expression for the in-guest tests"
+    )
+    validate.add_argument("-j", "--jobs", type=int, help="cells run at once")
+    validate.add_argument("--retries", type=int, default=0, help="as for hil run")
+    validate.add_argument(
+        "--tested-by", metavar="'NAME <EMAIL>'", help="for the Tested-by: line (default git config)"
+    )
+    _cell_options(
+        validate,
+        out_help="report.txt, report.json, base/ and series/ matrices (default runs/<time>-validate)",
+    )
+
+
+def _cell_options(parser: argparse.ArgumentParser, *, out_help: str) -> None:
+    """What a command that boots cells takes from `hil run`'s options."""
+    parser.add_argument("--out", help=out_help)
+    parser.add_argument("--timeout", type=float, default=900.0, help="deadline for each cell, seconds")
+    parser.add_argument("--idle-timeout", type=float, default=120.0, help="a guest silent this long is hung")
+    parser.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto")
+
+
 def _cmd_test(args: argparse.Namespace) -> int:
     argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider"]
     if args.fast:
@@ -204,6 +276,22 @@ def dispatch(args: argparse.Namespace) -> int:
         from harness import matrix_commands
 
         return matrix_commands.COMMANDS[args.command](args)
+    if args.command == "bundle":
+        from harness.bundle.command import bundle_command
+
+        return bundle_command(args)
+    if args.command == "reproduce":
+        from harness.bundle.command import reproduce_command
+
+        return reproduce_command(args)
+    if args.command == "bisect":
+        from harness.bisect.command import bisect_command
+
+        return bisect_command(args)
+    if args.command == "validate":
+        from harness.validate.command import validate_command
+
+        return validate_command(args)
     from harness.commands import run_command
 
     return run_command(args)

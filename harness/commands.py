@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-def _progress(message: str) -> None:
+def progress(message: str) -> None:
     print(f"[hil] {message}", file=sys.stderr, flush=True)
 
 
@@ -78,7 +78,7 @@ def kernel_command(args: argparse.Namespace) -> int:
         raise ConfigError(f"'{args.spec}' is not a stock image; use `hil kernel build` for sources", "spec")
     t0 = time.monotonic()
     kernel = resolve_kernel(
-        args.spec, progress=_progress, series=series, fragments=tuple(getattr(args, "fragment", ()))
+        args.spec, progress=progress, series=series, fragments=tuple(getattr(args, "fragment", ()))
     )
     print(f"{kernel.spec}: {kernel.version}  image {kernel.image}  ({time.monotonic() - t0:.1f} s)")
     return 0
@@ -94,7 +94,7 @@ def _host_facts(kernel_image: Path, requested: str) -> HostFacts:
     if qemu is None:
         raise LaunchError("qemu-system-x86_64 is not installed (./hil installs it when run as root)")
     choice = cached_accelerator(qemu, kernel_image, requested, cache_dir() / "accel.json")
-    _progress(f"accelerator: {choice.accel} ({choice.reason})")
+    progress(f"accelerator: {choice.accel} ({choice.reason})")
     return HostFacts(
         qemu=qemu, qemu_version=qemu_version(qemu), accel=choice.accel, accel_reason=choice.reason, vng=vng
     )
@@ -116,7 +116,7 @@ def _resolve_kernels(specs: list[str], series: Path | None) -> list[KernelImage]
     kernels = []
     for spec in specs:
         try:
-            kernels.append(resolve_kernel(spec, progress=_progress, series=series))
+            kernels.append(resolve_kernel(spec, progress=progress, series=series))
         except InfraError as exc:
             exc.add_note(f"kernel {spec}: {KERNEL_FIRST_NOTE}")
             raise
@@ -159,7 +159,7 @@ def run_command(args: argparse.Namespace) -> int:
         )
     if is_matrix:
         return _run_matrix(args, cells, out, shard, baseline, series)
-    kernels = _prepared_kernels([c.kernel_spec for c in cells], series, args.accel)
+    kernels = prepared_kernels([c.kernel_spec for c in cells], series, args.accel)
     return _run_single(
         cells[0], kernels[cells[0].kernel_spec], _cell_request(args, cells[0], series), out, args
     )
@@ -183,14 +183,14 @@ def _run_matrix(
         cells, out, shard, resume=args.resume is not None, baseline=baseline, runs_root=RUNS_ROOT
     )
     jobs = session.pending()
-    kernels = _prepared_kernels([c.kernel_spec for c in jobs], series, args.accel)
+    kernels = prepared_kernels([c.kernel_spec for c in jobs], series, args.accel)
     matrix, comparison = session.run(
         jobs,
         kernels,
         lambda cell: _cell_request(args, cell, series),
-        parallel=args.jobs or _default_jobs(kernels, cells),
+        parallel=args.jobs or default_jobs_for(kernels, cells),
         retries=args.retries,
-        progress=_progress,
+        progress=progress,
         report=lambda result: _print_cell(result, passed_rows=False),
     )
     docs = [matrix.cells[c.id] for c in session.cells if c.id in matrix.cells]
@@ -258,7 +258,7 @@ def _dry_run_dir(cell: CellSpec, out: Path | None, is_matrix: bool) -> tuple[Pat
     return out, "--out; created when the cell starts"
 
 
-def _prepared_kernels(specs: Sequence[str], series: Path | None, accel: str) -> dict[str, PreparedKernel]:
+def prepared_kernels(specs: Sequence[str], series: Path | None, accel: str) -> dict[str, PreparedKernel]:
     """Every kernel fetched or built before any VM (a build error ends the invocation, by design); then
     per kernel the accelerator probe and the test modules, whose failure costs only its cells."""
     from harness.cell.execute import PreparedKernel
@@ -270,12 +270,12 @@ def _prepared_kernels(specs: Sequence[str], series: Path | None, accel: str) -> 
             facts = _host_facts(kernel.image, accel)
             prepared[spec] = PreparedKernel(spec, kernel, facts, _test_modules(kernel))
         except InfraError as exc:
-            _progress(f"kernel {spec}: {exc}\n[hil] its cells are recorded as infra-error")
+            progress(f"kernel {spec}: {exc}\n[hil] its cells are recorded as infra-error")
             prepared[spec] = PreparedKernel(spec, kernel, error=exc)
     return prepared
 
 
-def _default_jobs(kernels: dict[str, PreparedKernel], cells: Sequence[CellSpec]) -> int:
+def default_jobs_for(kernels: dict[str, PreparedKernel], cells: Sequence[CellSpec]) -> int:
     from harness.matrix.runner import default_jobs, host_cores
 
     accels = {k.facts.accel for k in kernels.values() if k.facts is not None} or {"tcg"}
@@ -291,7 +291,7 @@ def _run_single(
     from harness.results.routes import route_rows, routes_table
 
     run_dir = _claim_run_dir(req, cell, out, datetime.now(UTC))
-    result = run_prepared(req, cell.topology, kernel, run_dir, args.retries, _progress)
+    result = run_prepared(req, cell.topology, kernel, run_dir, args.retries, progress)
     _print_cell(result, passed_rows=True)
     routes = routes_table(route_rows(result.meta, result.records))
     if routes:
@@ -317,7 +317,7 @@ def _cell_request(args: argparse.Namespace, cell: CellSpec, series: Path | None)
 def _test_modules(kernel: KernelImage) -> Path | None:
     from harness.kernels.modules import build_test_modules, default_out_dir
 
-    return build_test_modules(kernel, default_out_dir(), _progress).out_dir
+    return build_test_modules(kernel, default_out_dir(), progress).out_dir
 
 
 def _print_cell(result: CellResult, passed_rows: bool) -> None:
