@@ -224,7 +224,7 @@ def test_an_infra_error_in_one_cell_is_recorded_and_the_matrix_goes_on(
     out = capsys.readouterr().out
     assert code == 3  # the worst verdict: infra-error
     everything = [(topo, k) for k in ("debian:7.2", "debian:7.3") for topo in SHIPPED]
-    assert fake_cells == everything  # the cells after the broken one still ran
+    assert sorted(fake_cells) == sorted(everything)  # the cells after the broken one still ran, each once
     results = _results(tmp_path)
     assert set(results) == set(everything)
     broken = results[("switch-p2p-amd", "debian:7.3")]
