@@ -77,3 +77,15 @@ class GuestHang(GuestError):
 
 class GuestCrash(GuestError):
     """The guest kernel crashed (panic, Oops, BUG)."""
+
+
+def one_value(value: object, flag: str) -> str:
+    """The single value a flag must have: argparse may hand a list (an append action shared with
+    `hil run`) or nothing; a command that takes exactly one says so naming the flag."""
+    if isinstance(value, list):
+        if len(value) != 1:
+            raise ConfigError(f"takes exactly one value, got {len(value)}", flag)
+        value = value[0]
+    if not isinstance(value, str) or not value:
+        raise ConfigError("required", flag)
+    return value

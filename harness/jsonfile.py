@@ -24,3 +24,16 @@ def write_record(path: Path, data: Mapping[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(dict(data), indent=1, sort_keys=True) + "\n")
     os.replace(tmp, path)
+
+
+def read_document(path: Path, missing: str) -> object:
+    """A JSON file another p2p-hil command wrote; `missing` says what its absence means. Unreadable or
+    absent is an InfraError naming the file (the caller turns it into a usage error where it is one)."""
+    from harness.errors import InfraError
+
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InfraError(f"{path}: {missing}") from None
+    except (OSError, ValueError) as exc:
+        raise InfraError(f"{path}: unreadable: {exc}") from None

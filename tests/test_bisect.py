@@ -4,12 +4,12 @@ series with a fake build (the file's content at the candidate) and a fake cell (
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from git_history import git
 
 from harness.bisect.candidates import Candidate, Plan, merge_hint, range_plan, series_plan
 from harness.bisect.classify import BUILD_FAILED, bad_verdicts, classify
@@ -87,15 +87,6 @@ def test_a_crash_counts_as_bad_only_when_the_bad_end_was_one() -> None:
 
 
 # --- fixtures: small git histories and series ------------------------------------------------
-
-
-def git(tree: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-C", str(tree), "-c", "user.name=t", "-c", "user.email=t@t", *args],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
 
 
 def history(tree: Path, states: list[str]) -> list[str]:

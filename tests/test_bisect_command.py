@@ -7,11 +7,11 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from git_history import git
 
 from harness.bisect.command import bisect_command
 from harness.cell.execute import PreparedKernel
@@ -24,15 +24,6 @@ FACTS = HostFacts(
     qemu="qemu-system-x86_64", qemu_version="10.0.2", accel="tcg", accel_reason="test", vng="vng"
 )
 TEST = "test_export.py::test_a"
-
-
-def git(tree: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-C", str(tree), "-c", "user.name=t", "-c", "user.email=t@t", *args],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from harness.bisect.candidates import Candidate, Plan, check_kernel_tree, merge_hint, range_plan, series_plan
 from harness.bisect.classify import BAD_ON_CHOICES
 from harness.bisect.orchestrate import BisectOutcome, BuildFailed, answer_lines, run_bisect
-from harness.errors import BuildError, ConfigError
+from harness.errors import BuildError, ConfigError, one_value
 from harness.kernels.spec import DebianSource, LocalTree, parse_spec
 
 if TYPE_CHECKING:
@@ -38,20 +38,9 @@ if TYPE_CHECKING:
 Progress = Callable[[str], None]
 
 
-def _one(value: object, flag: str) -> str:
-    """argparse may hand a list (append actions shared with `hil run`): a bisect has one of each."""
-    if isinstance(value, list):
-        if len(value) != 1:
-            raise ConfigError(f"a bisect takes exactly one, got {len(value)}", flag)
-        value = value[0]
-    if not isinstance(value, str) or not value:
-        raise ConfigError("required", flag)
-    return value
-
-
 def plan_from_args(args: argparse.Namespace, out: Path) -> Plan:
     """The candidates, every cheap check done (ConfigError naming the flag); nothing built."""
-    kernel = _one(getattr(args, "kernel", None), "--kernel")
+    kernel = one_value(getattr(args, "kernel", None), "--kernel")
     mbox = getattr(args, "series", None)
     good, bad = getattr(args, "good", None), getattr(args, "bad", None)
     if mbox:
@@ -137,7 +126,7 @@ def _runner(
 
     def run(candidate: Candidate, kernel: PreparedKernel, cell_dir: Path) -> CellResult:
         req = CellRequest(
-            topology=_one(args.topology, "--topology"),
+            topology=one_value(args.topology, "--topology"),
             kernel_spec=kernel.spec,
             select=args.select,
             timeout=args.timeout,
@@ -157,14 +146,14 @@ def bisect_command(args: argparse.Namespace) -> int:
     from harness import topology as t
 
     progress = commands.progress
-    topology = _one(getattr(args, "topology", None), "--topology")
+    topology = one_value(getattr(args, "topology", None), "--topology")
     if topology == "all":
         raise ConfigError("a bisect is pinned to one topology", "--topology")
     topo = t.load_topology(topology)
     bad_on = getattr(args, "bad_on", None)
     if bad_on is not None and bad_on not in BAD_ON_CHOICES:
         raise ConfigError(f"{bad_on!r}: one of {', '.join(BAD_ON_CHOICES)}", "--bad-on")
-    kernel = _one(getattr(args, "kernel", None), "--kernel")
+    kernel = one_value(getattr(args, "kernel", None), "--kernel")
     out = Path(args.out) if getattr(args, "out", None) else default_out(commands.RUNS_ROOT, topology, kernel)
     plan = plan_from_args(args, out)
     settings = {"topology": topology, "select": args.select or ""}

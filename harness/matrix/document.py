@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import InfraError
+from harness.jsonfile import read_document
 from harness.results.model import Outcome, Verdict, combine_verdicts, count_outcomes, exit_code
 from harness.results.read import CellDocument, read_results_json
 from harness.results.routes import RouteRow, route_rows
@@ -129,14 +130,7 @@ def read_matrix(matrix_dir: Path) -> Matrix:
     """A matrix directory as written by `hil run` or `hil merge`: matrix.json for what was planned,
     every planned cell's results.json that exists for what ran."""
     path = matrix_dir / MATRIX_FILE
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InfraError(
-            f"{matrix_dir}: no {MATRIX_FILE} (not a matrix directory of hil run or hil merge)"
-        ) from None
-    except (OSError, ValueError) as exc:
-        raise InfraError(f"{path}: unreadable: {exc}") from None
+    data = read_document(path, "no matrix.json (not a matrix directory of hil run or hil merge)")
     if not isinstance(data, dict) or data.get("schema") != MATRIX_SCHEMA:
         raise InfraError(f"{path}: not a p2p-hil matrix of schema {MATRIX_SCHEMA}")
     planned = data.get("planned")

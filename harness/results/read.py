@@ -6,12 +6,12 @@ InfraError naming the file, never a silently empty cell.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from harness.errors import InfraError
+from harness.jsonfile import read_document
 from harness.results.model import RunMeta, TestRecord, Verdict, record_from_json
 from harness.results.write import RESULTS_SCHEMA
 
@@ -31,14 +31,7 @@ _META_FIELDS = {f.name for f in fields(RunMeta)}
 
 
 def read_results_json(path: Path) -> CellDocument:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InfraError(
-            f"{path}: no results.json (the cell never ran, or its directory is not a cell)"
-        ) from None
-    except (OSError, ValueError) as exc:
-        raise InfraError(f"{path}: unreadable results file: {exc}") from None
+    data = read_document(path, "no results.json (the cell never ran, or its directory is not a cell)")
     if not isinstance(data, dict) or data.get("schema") != RESULTS_SCHEMA:
         schema = data.get("schema") if isinstance(data, dict) else None
         raise InfraError(f"{path}: schema {schema!r}, this p2p-hil reads schema {RESULTS_SCHEMA}")

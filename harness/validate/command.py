@@ -28,7 +28,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from harness.errors import BuildError, ConfigError, InfraError
+from harness.errors import BuildError, ConfigError, InfraError, one_value
 from harness.kernels import series as patch_series
 from harness.kernels.spec import DebianSource, LocalTree, parse_spec
 from harness.validate.checkpatch import CheckpatchResult, run_checkpatch
@@ -43,16 +43,6 @@ if TYPE_CHECKING:
 
 Progress = Callable[[str], None]
 _PERSON = re.compile(r"^[^<>@]+ <[^<>\s@]+@[^<>\s@]+>$")
-
-
-def _one(value: object, flag: str) -> str:
-    if isinstance(value, list):
-        if len(value) != 1:
-            raise ConfigError(f"validate takes exactly one base kernel, got {len(value)}", flag)
-        value = value[0]
-    if not isinstance(value, str) or not value:
-        raise ConfigError("required", flag)
-    return value
 
 
 @dataclass(frozen=True)
@@ -114,7 +104,7 @@ def check_inputs(args: argparse.Namespace, runs_root: Path, progress: Progress) 
     mbox = Path(given).expanduser().resolve()
     if not mbox.is_file():
         raise ConfigError(f"patch series {given}: no such file", FLAG)
-    spec = _one(getattr(args, "kernel", None), "--kernel")
+    spec = one_value(getattr(args, "kernel", None), "--kernel")
     names: list[str] = []
     for name in getattr(args, "topology", None) or ["all"]:
         names += [topo.name for topo in t.list_topologies()] if name == "all" else [name]
