@@ -33,6 +33,7 @@ from harness.cell.setup import (
 )
 from harness.console.events import KernelProblem
 from harness.console.watch import (
+    PYTEST_BROKEN,
     ConsoleWatch,
     Judge,
     first_cause,
@@ -154,6 +155,9 @@ def run_cell(
     (the caller records those); everything the guest did is in the result."""
     deadline = Deadline(req.timeout)
     t0 = deadline.start
+    # The guest runs with its own working directory: every path it is given must be absolute
+    # (`--out shards/1` from a CI job once sent the guest's results to a path it could not open).
+    run_dir = run_dir.absolute()
 
     def now() -> float:
         return time.monotonic() - t0
@@ -368,6 +372,9 @@ def _done_reason(seen: ConsoleWatch) -> str | None:
         return f"the guest's {limit} s deadline passed during {phase}: slow, no test stuck (raise --timeout)"
     if status == "error":
         return f"guest entry error: {done.get('message', '?')}"
+    code = done.get("exit_code")
+    if isinstance(code, int) and code in PYTEST_BROKEN:
+        return f"pytest in the guest ended with exit status {code} ({PYTEST_BROKEN[code]})"
     return None
 
 

@@ -334,3 +334,18 @@ def test_a_matrix_through_the_fake_vm_records_an_infra_error_cell_and_goes_on(
     names = {t.name for t in list_topologies()}
     assert verdicts == {name: "infra-error" if name == "rootports-acs" else "passed" for name in names}
     assert f"{len(names)} runs: {len(names) - 1} passed, 1 infra-error" in out
+
+
+def test_pytest_breaking_in_the_guest_is_an_infra_error_not_an_empty_selection(tmp_path: Path) -> None:
+    """pytest's INTERNALERROR (exit 3) left no records; that once read as "-k matched no test"."""
+    console = (
+        BOOT
+        + frame("start", kernel="7.2.13-hil")
+        + "INTERNALERROR> FileNotFoundError: [Errno 2] No such file or directory: 'x/guest-results.jsonl'\n"
+        + frame("done", status="finished", exit_code=3, elapsed=1.0)
+    )
+    result, _vm = cell(tmp_path, Recording(console, TOKEN), select="test_routing and whole")
+    assert result.verdict is Verdict.INFRA_ERROR
+    notes = [e for e in result.evidence if isinstance(e, str)]
+    assert any("exit status 3" in n and "INTERNALERROR" in n for n in notes), notes
+    assert not any("matched no test" in n for n in notes)

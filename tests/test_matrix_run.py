@@ -259,3 +259,18 @@ def test_merging_shards_of_different_matrices_or_the_same_shard_twice_is_refused
         hil(passing, "merge", str(tmp_path / "a1"), str(tmp_path / "a1"), "--out", str(tmp_path / "m2")) == 2
     )
     assert not (tmp_path / "m").exists() and not (tmp_path / "m2").exists()
+
+
+def test_a_relative_out_reaches_the_guest_as_an_absolute_path(
+    hil: Callable[..., int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--out shards/1` as a CI job writes it: the guest runs in another working directory."""
+    monkeypatch.chdir(tmp_path)
+    seen: list[GuestPlan] = []
+
+    def record_plan(plan: GuestPlan) -> list[dict[str, object]]:
+        seen.append(plan)
+        return passing(plan)
+
+    assert hil(record_plan, "run", *TWO, "--shard", "1/1", "--out", "shards/1") == 0
+    assert seen and all(p.results_path.is_absolute() and p.run_dir.is_absolute() for p in seen)

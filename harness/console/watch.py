@@ -111,6 +111,11 @@ def wedged(seen: ConsoleWatch, now: float, idle_timeout_s: float) -> str | None:
     )
 
 
+# pytest's own exit statuses that mean it broke, not that tests failed (1) or that none was selected (5):
+# the records it left are not the suite's answer.
+PYTEST_BROKEN = {3: "an internal error: see the console", 4: "a usage error: see the console"}
+
+
 def guest_end_of(seen: ConsoleWatch) -> GuestEnd:
     """How the guest ended, from what the console showed."""
     if seen.hang is not None or (seen.done is not None and seen.done.get("status") == "hung"):
@@ -120,6 +125,8 @@ def guest_end_of(seen: ConsoleWatch) -> GuestEnd:
     if not seen.started:
         return GuestEnd.BOOT_FAILURE
     if seen.done is None or seen.done.get("status") != "finished":
+        return GuestEnd.INFRA_ERROR
+    if seen.done.get("exit_code") in PYTEST_BROKEN:
         return GuestEnd.INFRA_ERROR
     return GuestEnd.DONE
 
