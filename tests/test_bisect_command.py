@@ -46,6 +46,7 @@ def builds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tup
     """Every kernel the command asks for (spec, series prefix); each one 'built' instantly; cells run
     through the real run_cell with a scripted guest that fails its test when the applied series
     (the kernel label names the prefix mbox) contains BROKEN."""
+    import harness.bisect.command
     import harness.run
     from harness import commands
     from harness.vm.fake import scripted
@@ -62,6 +63,10 @@ def builds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tup
         return {specs[0]: PreparedKernel(specs[0], kernel, FACTS, None)}
 
     monkeypatch.setattr(commands, "prepared_kernels", prepared)
+    # The series is checked against the base's real source tree (harness/validate/series_input.py, tested
+    # there); these made-up patches have no tree to apply to.
+    checked: list[Path] = []
+    monkeypatch.setattr(harness.bisect.command, "check_series", lambda _spec, mbox, _p: checked.append(mbox))
 
     def guest(plan: GuestPlan) -> list[dict[str, object]]:
         label = plan.kernel.split("+", 1)
@@ -115,6 +120,10 @@ def test_a_series_bisect_through_real_cells_names_patch_2(
     [culprit] = [s for s in record["steps"] if s["key"] == "patch-2"]
     cell = json.loads((Path(culprit["cell"]) / "results.json").read_text())
     assert cell["verdict"] == "failed" and cell["meta"]["kernel"] == "src:debian-7.2+mine-2of3.mbox"
+    from harness.bundle.read import read_bundle
+
+    with read_bundle(out / "first-bad.tar.gz") as bundle:  # the first bad step, ready to attach to a report
+        assert bundle.manifest.kernel_label == "src:debian-7.2+mine-2of3.mbox"
     assert [s for s, _ in builds] == ["src:debian-7.2"] * 4
     assert [p.name if p else None for _, p in builds] == [
         "mine-3of3.mbox",
@@ -225,3 +234,18 @@ def test_a_series_on_a_stock_image_is_refused(builds: list[tuple[str, Path | Non
     with pytest.raises(ConfigError, match="need a kernel we build"):
         bisect_command(args(kernel="debian:7.2", series=str(series)))
     assert builds == []
+
+
+def test_a_series_that_does_not_apply_is_refused_before_any_build(
+    builds: list[tuple[str, Path | None]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import harness.bisect.command
+
+    def refuse(_spec: str, mbox: Path, _progress: object) -> None:
+        raise ConfigError(f"patch series {mbox}: patch 2/3 'step 2' does not apply", "SERIES")
+
+    monkeypatch.setattr(harness.bisect.command, "check_series", refuse)
+    series = mbox(tmp_path / "mine.mbox", ["fine", "BROKEN", "still BROKEN"])
+    with pytest.raises(ConfigError, match="does not apply"):
+        bisect_command(args(series=str(series), out=str(tmp_path / "out")))
+    assert builds == [], "nothing was built"

@@ -29,6 +29,7 @@ from harness.bisect.classify import BAD_ON_CHOICES
 from harness.bisect.orchestrate import BisectOutcome, BuildFailed, answer_lines, run_bisect
 from harness.errors import BuildError, ConfigError, one_value
 from harness.kernels.spec import DebianSource, LocalTree, parse_spec
+from harness.validate.series_input import check_series
 
 if TYPE_CHECKING:
     from harness.cell.execute import PreparedKernel
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
 Progress = Callable[[str], None]
 
 
-def plan_from_args(args: argparse.Namespace, out: Path) -> Plan:
+def plan_from_args(args: argparse.Namespace, out: Path, progress: Progress = lambda _m: None) -> Plan:
     """The candidates, every cheap check done (ConfigError naming the flag); nothing built."""
     kernel = one_value(getattr(args, "kernel", None), "--kernel")
     mbox = getattr(args, "series", None)
@@ -51,7 +52,10 @@ def plan_from_args(args: argparse.Namespace, out: Path) -> Plan:
         spec = parse_spec(kernel, series=Path(mbox))  # ConfigError for a kernel that is not built here
         assert isinstance(spec, DebianSource | LocalTree)
         path = Path(mbox).expanduser().resolve()
-        return series_plan(kernel, path, out / "series")
+        plan = series_plan(kernel, path, out / "series")
+        # A patch that does not apply is bad input, found before any build (not a skip at its step).
+        check_series(kernel, path, progress)
+        return plan
     if not good or not bad:
         raise ConfigError(
             "a range bisect needs --good REV and --bad REV (or --series MBOX)", "--bad" if good else "--good"
@@ -155,7 +159,7 @@ def bisect_command(args: argparse.Namespace) -> int:
         raise ConfigError(f"{bad_on!r}: one of {', '.join(BAD_ON_CHOICES)}", "--bad-on")
     kernel = one_value(getattr(args, "kernel", None), "--kernel")
     out = Path(args.out) if getattr(args, "out", None) else default_out(commands.RUNS_ROOT, topology, kernel)
-    plan = plan_from_args(args, out)
+    plan = plan_from_args(args, out, progress)
     settings = {"topology": topology, "select": args.select or ""}
     progress(
         f"bisect over {len(plan.candidates) - 1} {'commits' if plan.kind == 'range' else 'patches'} in {out} "
@@ -174,7 +178,22 @@ def bisect_command(args: argparse.Namespace) -> int:
         )
     for line in report_lines(outcome):
         print(line)
+    if outcome.answer.exact:
+        _bundle_first_bad(outcome, out)
     return 0 if outcome.answer.exact else 1
+
+
+def _bundle_first_bad(outcome: BisectOutcome, out: Path) -> None:
+    """The first bad step's cell as a bundle, the thing to attach to the report."""
+    from harness.bundle.make import make_bundle
+
+    ((_candidate, step),) = outcome.first_bad
+    if step is None or not step.cell:
+        return
+    bundle = out / "first-bad.tar.gz"
+    if not bundle.exists():
+        make_bundle(Path(step.cell), bundle)
+    print(f"bundle: {bundle} (`./hil reproduce {bundle}` reruns that step anywhere)")
 
 
 def report_lines(outcome: BisectOutcome) -> list[str]:

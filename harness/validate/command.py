@@ -30,10 +30,9 @@ from typing import TYPE_CHECKING
 
 from harness.errors import BuildError, ConfigError, InfraError, one_value
 from harness.kernels import series as patch_series
-from harness.kernels.spec import DebianSource, LocalTree, parse_spec
 from harness.validate.checkpatch import CheckpatchResult, run_checkpatch
 from harness.validate.perpatch import BuildOutcome, validate_patches
-from harness.validate.series_input import FLAG, SeriesPatch, check_applies, prefix_files, read_series
+from harness.validate.series_input import FLAG, SeriesPatch, check_series, prefix_files
 from harness.validate.warnings import CompilerWarning, parse_warnings
 
 if TYPE_CHECKING:
@@ -54,27 +53,6 @@ class Inputs:
     has_history: bool
     out: Path
     topologies: list[str]
-
-
-def base_tree(spec: str, mbox: Path, progress: Progress) -> tuple[Path, bool]:
-    """The base kernel's source tree (fetched, never built) and whether it has git history to look
-    commit ids up in. ConfigError for a kernel validate cannot build."""
-    parsed = parse_spec(spec, series=mbox)  # refuses debian:X and image files: nothing to patch
-    if isinstance(parsed, DebianSource):
-        from harness.kernels.debsrc import fetch_source
-
-        return fetch_source(parsed, progress).path, False
-    assert isinstance(parsed, LocalTree)
-    from harness.kernels.source import local_tree
-
-    tree = local_tree(parsed.path).path
-    count = subprocess.run(
-        ["git", "-C", str(tree), "rev-list", "--count", "--max-count=2", "HEAD"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return tree, count.returncode == 0 and count.stdout.strip() == "2"
 
 
 def signer_line(given: str | None, cwd: Path) -> str | None:
@@ -120,9 +98,7 @@ def check_inputs(args: argparse.Namespace, runs_root: Path, progress: Progress) 
         else runs_root / f"{datetime.now().astimezone():%Y%m%d-%H%M%S}-validate-{mbox.stem}"
     )
     check_out_dir(out)
-    patches = read_series(mbox)
-    tree, history = base_tree(spec, mbox, progress)
-    check_applies(mbox, patches, tree)
+    patches, tree, history = check_series(spec, mbox, progress)
     progress(f"{mbox.name}: {len(patches)} patch(es), each applies to {spec} ({tree})")
     return Inputs(mbox, spec, patches, tree, history, out, list(dict.fromkeys(names)))
 

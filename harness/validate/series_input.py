@@ -20,11 +20,13 @@ import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import ConfigError
 from harness.kernels import series as patch_series
+from harness.kernels.spec import DebianSource, LocalTree, parse_spec
 
 _FROM_LINE = re.compile(rb"^From \S+ .*\d{4}\s*$")
 _DIFF_GIT = re.compile(r"^diff --git a/(\S+) b/(\S+)$")
@@ -196,3 +198,35 @@ def prefix_files(mbox: Path, patches: list[SeriesPatch], directory: Path) -> lis
         (directory / f"{mbox.stem}-{i}of{total}.mbox", b"".join(p.message for p in patches[:i]))
         for i in range(1, total + 1)
     ]
+
+
+def base_tree(spec: str, mbox: Path, progress: Callable[[str], None]) -> tuple[Path, bool]:
+    """The base kernel's source tree (fetched, never built) and whether it has git history to look
+    commit ids up in. ConfigError for a kernel validate cannot build."""
+    parsed = parse_spec(spec, series=mbox)  # refuses debian:X and image files: nothing to patch
+    if isinstance(parsed, DebianSource):
+        from harness.kernels.debsrc import fetch_source
+
+        return fetch_source(parsed, progress).path, False
+    assert isinstance(parsed, LocalTree)
+    from harness.kernels.source import local_tree
+
+    tree = local_tree(parsed.path).path
+    count = subprocess.run(
+        ["git", "-C", str(tree), "rev-list", "--count", "--max-count=2", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return tree, count.returncode == 0 and count.stdout.strip() == "2"
+
+
+def check_series(
+    spec: str, mbox: Path, progress: Callable[[str], None]
+) -> tuple[list[SeriesPatch], Path, bool]:
+    """The series read and checked against the base's source tree (fetched, never built): every patch
+    applies on top of the ones before it. The patches, the tree, and whether the tree has git history."""
+    patches = read_series(mbox)
+    tree, history = base_tree(spec, mbox, progress)
+    check_applies(mbox, patches, tree)
+    return patches, tree, history
