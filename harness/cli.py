@@ -28,7 +28,8 @@ STOCK_KERNEL = "debian:7.2"
 EXIT_STATUS_HELP = f"""\
 exit status:
   0  passed
-  1  failed (a test failed, a known issue unexpectedly passed, or -k matched nothing)
+  1  failed (a test failed, a known issue unexpectedly passed, -k matched nothing, or a
+     regression against --baseline)
   {EXIT_USAGE}  usage or configuration error (nothing was started)
   {EXIT_INFRA}  crashed, hung or infra-error (the worst cell of a matrix decides)
   {EXIT_INTERNAL}  internal error: a bug in p2p-hil itself (traceback on stderr), not a verdict
@@ -99,6 +100,7 @@ def _parser() -> argparse.ArgumentParser:
         "--retries",
         type=int,
         default=0,
+        metavar="N",
         help="rerun a cell's failed tests up to N times in a fresh VM; a test that then passes is "
         "reported flaky, never passed (default 0)",
     )
