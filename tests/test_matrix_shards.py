@@ -65,3 +65,36 @@ def test_default_jobs_one_tcg_vm_per_core_one_kvm_vm_per_its_vcpus() -> None:
     assert default_jobs(2, "tcg", 2) == 2
     assert default_jobs(8, "kvm", 2) == 4
     assert default_jobs(1, "kvm", 4) == 1
+
+
+def test_an_interrupt_leaves_without_waiting_for_the_running_cells() -> None:
+    """Ctrl-C during a -j 2 matrix: the pool must not be joined (a cell can take minutes); the process's
+    end then takes the VMs down through their guardians."""
+    import threading
+    import time
+    from pathlib import Path
+
+    from harness.cell.request import CellResult
+    from harness.matrix.runner import run_jobs
+    from harness.results.model import RunMeta, Verdict
+
+    release = threading.Event()
+    said: list[str] = []
+
+    def execute(job: str) -> CellResult:
+        if job == "slow":
+            release.wait(30)
+        meta = RunMeta(job, "k", None, None, "tcg", "2026-11-30T00:00:00+00:00")
+        return CellResult(Path(job), meta, [], Verdict.PASSED)
+
+    def report(_job: str, _result: CellResult) -> None:
+        raise KeyboardInterrupt  # the user pressed Ctrl-C while "slow" still runs
+
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        run_jobs(
+            ["slow", "fast", "never"], execute, parallel=2, label=str, report=report, progress=said.append
+        )
+    assert time.monotonic() - t0 < 10, "run_jobs waited for the running cell"
+    assert said[-1] == "stopped with 1 cell(s) running: they have no results; --resume runs them"
+    release.set()

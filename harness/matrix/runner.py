@@ -87,8 +87,10 @@ def run_jobs(
     tracker = MatrixProgress(len(jobs), parallel, progress)
     results: dict[int, CellResult] = {}
     pending = list(enumerate(jobs))
-    with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="hil-cell") as pool:
-        running: dict[Future[CellResult], int] = {}
+    # Not a `with` block: leaving one waits for the running cells, and Ctrl-C must not wait minutes.
+    pool = ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="hil-cell")
+    running: dict[Future[CellResult], int] = {}
+    try:
         while pending or running:
             while pending and len(running) < parallel:
                 index, job = pending.pop(0)
@@ -101,4 +103,11 @@ def run_jobs(
                 results[index] = result
                 report(jobs[index], result)
                 tracker.finish(index, label(jobs[index]), result.verdict.value)
+    except BaseException:
+        # Interrupted (or a bug): start nothing more and leave the running cells to the process's end,
+        # where each VM's guardian kills QEMU and removes its scratch (harness.cli.main).
+        pool.shutdown(wait=False, cancel_futures=True)
+        progress(f"stopped with {len(running)} cell(s) running: they have no results; --resume runs them")
+        raise
+    pool.shutdown(wait=True)
     return [results[i] for i in range(len(jobs))]
