@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from harness.cell.execute import PreparedKernel, run_prepared
 from harness.cell.request import CellRequest, CellResult
@@ -15,10 +16,18 @@ from harness.errors import ConfigError, InfraError
 from harness.matrix.aggregate import write_aggregate, write_matrix_json
 from harness.matrix.cells import CellSpec, axes_columns
 from harness.matrix.compare import Comparison
-from harness.matrix.document import Matrix, Shard, collect, durations_by_cell, read_matrix
+from harness.matrix.document import (
+    RESULTS_FILE,
+    Matrix,
+    Shard,
+    collect,
+    durations_by_cell,
+    read_matrix,
+)
 from harness.matrix.runner import run_jobs
 from harness.matrix.shards import shard_cells
 from harness.results.model import Verdict
+from harness.results.read import CellDocument, read_results_json
 from harness.rundir import claim_out_dir
 
 Progress = Callable[[str], None]
@@ -35,6 +44,9 @@ class MatrixSession:
     shard: Shard | None = None
     whole: list[str] | None = None
     baseline: Matrix | None = None
+    # The cells' parsed results.json, read once when the session opens and then one cell at a time as it
+    # ends: matrix.json is rewritten after every cell, which must not re-read every cell each time.
+    docs: dict[str, CellDocument] = field(default_factory=dict)
 
     @classmethod
     def open(
@@ -69,23 +81,30 @@ class MatrixSession:
             ids if shard else None,
             baseline,
         )
+        session.docs = collect(session.dir, session.planned(), {}).cells
         write_matrix_json(session.matrix(), session.command)
         return session
 
+    def planned(self) -> list[dict[str, Any]]:
+        return [c.to_json() for c in self.cells]
+
     def matrix(self) -> Matrix:
-        planned = [c.to_json() for c in self.cells]
-        return collect(self.dir, planned, axes_columns(self.cells), self.shard, self.whole)
+        """The matrix as far as it has run (no file is read here)."""
+        cells = {p["id"]: self.docs[p["id"]] for p in self.planned() if p["id"] in self.docs}
+        return Matrix(
+            self.dir, self.planned(), axes_columns(self.cells), self.shard, cells, list(self.whole or [])
+        )
 
     def pending(self) -> list[CellSpec]:
         """The cells without a result, or whose result is an infra-error; an earlier attempt's directory
         is moved aside (kept) so the cell starts in a directory of its own."""
-        done = self.matrix().cells
         todo = []
         for cell in self.cells:
-            doc = done.get(cell.id)
+            doc = self.docs.get(cell.id)
             if doc is not None and doc.verdict is not Verdict.INFRA_ERROR:
                 continue
             todo.append(cell)
+            self.docs.pop(cell.id, None)
             path = self.dir / cell.id
             if path.exists():
                 n = 1 + sum(1 for _ in self.dir.glob(f"{cell.id}{EARLIER}*"))
@@ -116,8 +135,9 @@ class MatrixSession:
             req = make_request(cell)
             return run_prepared(req, cell.topology, kernels[cell.kernel_spec], run_dir, retries, say)
 
-        def on_done(_cell: CellSpec, result: CellResult) -> None:
+        def on_done(cell: CellSpec, result: CellResult) -> None:
             report(result)
+            self.docs[cell.id] = read_results_json(self.dir / cell.id / RESULTS_FILE)
             write_matrix_json(self.matrix(), self.command)
 
         run_jobs(jobs, execute, parallel=parallel, label=lambda c: c.id, report=on_done, progress=progress)
