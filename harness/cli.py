@@ -77,6 +77,28 @@ def _parser() -> argparse.ArgumentParser:
         f"matrix (default {DEFAULT_KERNEL}; the stock Debian kernel: --kernel {STOCK_KERNEL})",
     )
     run.add_argument("--series", help="mbox patch series to apply (src: and tree: kernels)")
+    run.add_argument(
+        "--fragment",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="kernel variant: extra config fragment from kernels/configs (e.g. debug), as for `hil kernel "
+        "build`; applies to every src:/tree: kernel and names the variant in every report; repeatable",
+    )
+    run.add_argument(
+        "--race-seconds",
+        type=float,
+        metavar="S",
+        help="how long each bounded race test runs (default: the test's own, 10 s)",
+    )
+    run.add_argument(
+        "--kselftest",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also run the kernel's own selftests of tools/testing/selftests/NAME (vfio, iommu), built on "
+        "the host from the kernel under test; repeatable",
+    )
     run.add_argument("-k", dest="select", metavar="EXPR", help="pytest -k expression for the in-guest tests")
     run.add_argument(
         "--out",

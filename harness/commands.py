@@ -109,14 +109,14 @@ KERNEL_FIRST_NOTE = (
 )
 
 
-def _resolve_kernels(specs: list[str], series: Path | None) -> list[KernelImage]:
+def _resolve_kernels(specs: list[str], series: Path | None, fragments: tuple[str, ...]) -> list[KernelImage]:
     """Every kernel, before any VM. A fetch or build error here ends the invocation (by design)."""
     from harness.kernels.image import resolve_kernel
 
     kernels = []
     for spec in specs:
         try:
-            kernels.append(resolve_kernel(spec, progress=progress, series=series))
+            kernels.append(resolve_kernel(spec, progress=progress, series=series, fragments=fragments))
         except InfraError as exc:
             exc.add_note(f"kernel {spec}: {KERNEL_FIRST_NOTE}")
             raise
@@ -128,6 +128,8 @@ def run_command(args: argparse.Namespace) -> int:
     from harness.rundir import check_out_dir
 
     series = _series(args)
+    fragments = _fragments(args)
+    _race_seconds(args)
     cells = _plan_cells(args, series)  # every topology file and axis validated before anything starts
     shard = _parse_flag(parse_shard, args.shard, "--shard") if args.shard else None
     out = Path(args.resume or args.out) if (args.resume or args.out) else None
@@ -149,6 +151,7 @@ def run_command(args: argparse.Namespace) -> int:
         return dry_run(
             cells,
             series=series,
+            fragments=fragments,
             select=args.select,
             timeout=args.timeout,
             idle_timeout=args.idle_timeout,
@@ -159,7 +162,7 @@ def run_command(args: argparse.Namespace) -> int:
         )
     if is_matrix:
         return _run_matrix(args, cells, out, shard, baseline, series)
-    kernels = prepared_kernels([c.kernel_spec for c in cells], series, args.accel)
+    kernels = prepared_kernels([c.kernel_spec for c in cells], series, args.accel, fragments)
     return _run_single(
         cells[0], kernels[cells[0].kernel_spec], _cell_request(args, cells[0], series), out, args
     )
@@ -183,7 +186,7 @@ def _run_matrix(
         cells, out, shard, resume=args.resume is not None, baseline=baseline, runs_root=RUNS_ROOT
     )
     jobs = session.pending()
-    kernels = prepared_kernels([c.kernel_spec for c in jobs], series, args.accel)
+    kernels = prepared_kernels([c.kernel_spec for c in jobs], series, args.accel, _fragments(args))
     matrix, comparison = session.run(
         jobs,
         kernels,
@@ -229,6 +232,7 @@ def _baseline(given: str | None) -> Matrix | None:
 
 def _plan_cells(args: argparse.Namespace, series: Path | None) -> list[CellSpec]:
     from harness import topology as t
+    from harness.cell.request import kernel_label
     from harness.matrix.cells import plan_cells
     from harness.topology.axes import expand, parse_axes
 
@@ -242,8 +246,30 @@ def _plan_cells(args: argparse.Namespace, series: Path | None) -> list[CellSpec]
         for variant in expand(t.load_topology(name), axes)
     ]
     specs = list(dict.fromkeys(args.kernel))  # in the order given, each once
-    labels = [(spec, f"{spec}+{series.name}" if series else spec) for spec in specs]
+    fragments = _fragments(args)
+    for spec in specs:
+        _check_variant(spec, series, fragments)
+    labels = [(spec, kernel_label(spec, fragments, series)) for spec in specs]
     return plan_cells(variants, labels)
+
+
+def _fragments(args: argparse.Namespace) -> tuple[str, ...]:
+    """--fragment names, each readable (checked before anything starts), in order, each once."""
+    from harness.kernels.kconfig import load_fragments
+
+    names = tuple(dict.fromkeys(getattr(args, "fragment", None) or ()))
+    try:
+        load_fragments(names)
+    except ConfigError as exc:
+        raise ConfigError(str(exc), "--fragment") from None
+    return names
+
+
+def _check_variant(spec: str, series: Path | None, fragments: tuple[str, ...]) -> None:
+    """A series or fragments on a kernel we do not build is a usage error, found before any work."""
+    from harness.kernels.spec import parse_spec
+
+    parse_spec(spec, series=series, fragments=fragments)
 
 
 def _dry_run_dir(cell: CellSpec, out: Path | None, is_matrix: bool) -> tuple[Path, str]:
@@ -258,14 +284,16 @@ def _dry_run_dir(cell: CellSpec, out: Path | None, is_matrix: bool) -> tuple[Pat
     return out, "--out; created when the cell starts"
 
 
-def prepared_kernels(specs: Sequence[str], series: Path | None, accel: str) -> dict[str, PreparedKernel]:
+def prepared_kernels(
+    specs: Sequence[str], series: Path | None, accel: str, fragments: tuple[str, ...] = ()
+) -> dict[str, PreparedKernel]:
     """Every kernel fetched or built before any VM (a build error ends the invocation, by design); then
     per kernel the accelerator probe and the test modules, whose failure costs only its cells."""
     from harness.cell.execute import PreparedKernel
 
     wanted = list(dict.fromkeys(specs))
     prepared = {}
-    for spec, kernel in zip(wanted, _resolve_kernels(wanted, series), strict=True):
+    for spec, kernel in zip(wanted, _resolve_kernels(wanted, series, fragments), strict=True):
         try:
             facts = _host_facts(kernel.image, accel)
             prepared[spec] = PreparedKernel(spec, kernel, facts, _test_modules(kernel))
@@ -311,7 +339,17 @@ def _cell_request(args: argparse.Namespace, cell: CellSpec, series: Path | None)
         invocation=("./hil", *sys.argv[1:]),
         series=series,
         axes=cell.axes,
+        fragments=_fragments(args),
+        race_seconds=_race_seconds(args),
+        kselftests=tuple(dict.fromkeys(getattr(args, "kselftest", None) or ())),
     )
+
+
+def _race_seconds(args: argparse.Namespace) -> float | None:
+    seconds: float | None = getattr(args, "race_seconds", None)
+    if seconds is not None and not seconds > 0:
+        raise ConfigError(f"{seconds}: a number of seconds above 0", "--race-seconds")
+    return seconds
 
 
 def _test_modules(kernel: KernelImage) -> Path | None:

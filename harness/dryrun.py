@@ -54,11 +54,11 @@ def _quiet(_message: str) -> None:
     """Offline cache lookups report nothing: the dry run's block says what matters."""
 
 
-def lookup_kernel(spec: str, series: Path | None) -> KernelLookup:
+def lookup_kernel(spec: str, series: Path | None, fragments: tuple[str, ...] = ()) -> KernelLookup:
     """Ask the caches (offline) whether `spec` is ready; never fetch or build."""
     from harness.kernels import build, debian, debsrc, kconfig, source
 
-    parsed = parse_spec(spec, series=series)
+    parsed = parse_spec(spec, series=series, fragments=fragments)
     if isinstance(parsed, ImageFile):
         from harness.kernels.image import resolve_kernel
 
@@ -119,6 +119,7 @@ class DryCell:
     index: int
     total: int
     topology: str
+    kernel_label: str  # the spec with its variant and series, as reports name it
     kernel: KernelLookup
     accel: AccelLookup
     run_dir: Path
@@ -130,7 +131,7 @@ class DryCell:
 def block(cell: DryCell) -> str:
     """Pure: the text of one cell."""
     lines = [
-        f"cell {cell.index}/{cell.total}: {cell.topology} x {cell.kernel.spec}",
+        f"cell {cell.index}/{cell.total}: {cell.topology} x {cell.kernel_label}",
         f"  kernel:       {cell.kernel.line()}",
         f"  accelerator:  {cell.accel.accel} ({cell.accel.how})",
         "  test modules: built for the kernel before its first cell, unless cached",
@@ -147,6 +148,7 @@ def dry_run(
     cells: Sequence[CellSpec],
     *,
     series: Path | None,
+    fragments: tuple[str, ...] = (),
     select: str | None,
     timeout: float,
     idle_timeout: float,
@@ -170,7 +172,8 @@ def dry_run(
     if qemu is None:
         emit("note: qemu-system-x86_64 is not installed; a run would stop with an infrastructure error\n")
     total = len(cells)
-    kernels = {spec: lookup_kernel(spec, series) for spec in dict.fromkeys(c.kernel_spec for c in cells)}
+    specs = dict.fromkeys(c.kernel_spec for c in cells)
+    kernels = {spec: lookup_kernel(spec, series, fragments) for spec in specs}
     chosen = lookup_accelerator(qemu, accel_requested, accel_cache)
     facts = HostFacts(
         qemu=qemu or "qemu-system-x86_64",
@@ -190,6 +193,7 @@ def dry_run(
             idle_timeout=idle_timeout,
             series=series,
             axes=cell.axes,
+            fragments=fragments,
         )
         run_dir, note = run_dir_of(cell)
         layout = t.lay_out(topo)
@@ -203,6 +207,7 @@ def dry_run(
                     index=index,
                     total=total,
                     topology=topo.name,
+                    kernel_label=req.kernel_label,
                     kernel=kernel,
                     accel=chosen,
                     run_dir=run_dir,

@@ -176,6 +176,9 @@ def run_cell(
             topo, layout, req.kernel_label, run_dir, scratch, token, req.select, guest_deadline, modules_dir,
             tests_dir, test_limit_s(guest_deadline, req.idle_timeout), req.only,
         )  # fmt: skip
+        plan = replace(
+            plan, fragments=req.fragments, race_seconds=req.race_seconds, kselftests=req.kselftests
+        )
         plan = _prepared(plan, seen, now, progress)
         plan_path = run_dir / "plan.json"
         argv = _write_cell_files(req, topo, layout, kernel, facts, run_dir, scratch, plan, plan_path)

@@ -1,6 +1,7 @@
 """Kernels the selected tests boot, fetched or built before the first test runs, with progress.
 
-A test says which kernel it boots with `@pytest.mark.kernel(spec, series=None)`. After collection,
+A test says which kernel it boots with `@pytest.mark.kernel(spec, series=None, fragments=())`
+(fragments: the kernel variant, as `--fragment`). After collection,
 when -m, -k, --fast and the paths given have already chosen the tests, every kernel a chosen test
 names is resolved once, with the harness's own progress lines (a first build of src:debian-7.2
 shows objects compiled of the total and the time left). Before this, that build (6-18 minutes)
@@ -29,9 +30,11 @@ KERNEL_MARK = "kernel"
 class KernelNeed:
     spec: str
     series: Path | None = None
+    fragments: tuple[str, ...] = ()  # the kernel variant (`--fragment debug`)
 
     def __str__(self) -> str:
-        return self.spec if self.series is None else f"{self.spec} + {self.series.name}"
+        label = "+".join((self.spec, *self.fragments))
+        return label if self.series is None else f"{label} + {self.series.name}"
 
 
 _FAILED = pytest.StashKey[dict[KernelNeed, str]]()
@@ -41,7 +44,8 @@ def _need(mark: pytest.Mark) -> KernelNeed:
     if len(mark.args) != 1 or not isinstance(mark.args[0], str):
         raise pytest.UsageError(f"@pytest.mark.kernel takes one spec string, got {mark.args!r}")
     series = mark.kwargs.get("series")
-    return KernelNeed(mark.args[0], Path(series) if series is not None else None)
+    fragments = tuple(mark.kwargs.get("fragments", ()))
+    return KernelNeed(mark.args[0], Path(series) if series is not None else None, fragments)
 
 
 def kernels_needed(items: Iterable[pytest.Item]) -> list[KernelNeed]:
@@ -56,8 +60,8 @@ def _progress(message: str) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "kernel(spec, series=None): the kernel this test boots; fetched or built, with progress, "
-        "before the first test runs",
+        "kernel(spec, series=None, fragments=()): the kernel this test boots; fetched or built, "
+        "with progress, before the first test runs",
     )
     bind(config)
 
@@ -78,7 +82,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     ready = []
     for need in needs:
         try:
-            kimg = resolve_kernel(need.spec, progress=_progress, series=need.series)
+            kimg = resolve_kernel(need.spec, progress=_progress, series=need.series, fragments=need.fragments)
         except HilError as exc:
             failed[need] = str(exc)
             _progress(f"kernel {need} could not be prepared; the tests that boot it will fail: {exc}")

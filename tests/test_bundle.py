@@ -136,12 +136,12 @@ def hil(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_cache: Path) -> 
     yield hil
 
 
-def config_lookup(tmp: Path) -> Callable[[str, Path | None], KernelImage | None]:
+def config_lookup(tmp: Path) -> Callable[[str, Path | None, tuple[str, ...]], KernelImage | None]:
     config = tmp / "build" / ".config"
     config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text(CONFIG)
 
-    def lookup(spec: str, series: Path | None) -> KernelImage | None:
+    def lookup(spec: str, series: Path | None, fragments: tuple[str, ...]) -> KernelImage | None:
         return KernelImage(spec, VERSION, tmp / "bzImage", config=config, source="linux-source-7.2=7.2.13-1")
 
     return lookup
@@ -202,7 +202,7 @@ def test_a_bundle_holds_the_cell_its_inputs_and_the_facts_of_its_host(hil: Hil, 
 def test_what_cannot_be_found_is_said_in_the_manifest(hil: Hil) -> None:
     cell = hil.tmp / "cell"
     assert hil.run(all_pass, "run", "-t", "switch-p2p", "--out", str(cell)) == 0
-    out = make_bundle(cell, hil.tmp / "b.tar.gz", kernel_lookup=lambda _s, _series: None)
+    out = make_bundle(cell, hil.tmp / "b.tar.gz", kernel_lookup=lambda _s, _series, _f: None)
     with read_bundle(out) as bundle:
         assert bundle.manifest.kernel_config is None
         assert bundle.manifest.notes == [
@@ -210,7 +210,7 @@ def test_what_cannot_be_found_is_said_in_the_manifest(hil: Hil) -> None:
         ]
         assert "kernel .config not bundled" in bundle.member(m.README).read_text()
 
-    def other_version(spec: str, series: Path | None) -> KernelImage:
+    def other_version(spec: str, series: Path | None, fragments: tuple[str, ...]) -> KernelImage:
         return KernelImage(spec, "7.2.14-hil", hil.image, config=hil.image)
 
     with read_bundle(make_bundle(cell, hil.tmp / "c.tar.gz", kernel_lookup=other_version)) as bundle:
@@ -463,7 +463,7 @@ def test_reproduce_refuses_a_kernel_path_of_the_original_host(hil: Hil) -> None:
     image = hil.tmp / "vmlinuz"
     image.write_bytes(b"x")
     assert hil.run(all_pass, "run", "-t", "switch-p2p", "--kernel", str(image), "--out", str(cell)) == 0
-    bundle = make_bundle(cell, hil.tmp / "b.tar.gz", kernel_lookup=lambda _s, _series: None)
+    bundle = make_bundle(cell, hil.tmp / "b.tar.gz", kernel_lookup=lambda _s, _series, _f: None)
     image.unlink()
     with read_bundle(bundle) as b:
         from harness.bundle.reproduce import reproduction

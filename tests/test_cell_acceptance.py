@@ -125,6 +125,7 @@ def test_a_failed_test_fails_the_cell(tmp_path: Path) -> None:
         ("oops.log", "oops"),
         ("warning.log", "warning"),
         ("kasan.log", "kasan"),
+        ("kmemleak.log", "kmemleak"),
         ("ubsan.log", "ubsan"),
         ("lockdep.log", "lockdep"),
         ("bug.log", "bug"),

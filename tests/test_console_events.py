@@ -102,6 +102,14 @@ EXPECTED_PROBLEMS = [
         True,
     ),
     (
+        "kmemleak.log",
+        "kmemleak",
+        "kmemleak: 2 new suspected memory leaks (see /sys/kernel/debug/kmemleak)",
+        "[   31.552107] kmemleak",
+        "[   31.552107] kmemleak: 2 new suspected memory leaks (see /sys/kernel/debug/kmemleak)",
+        True,
+    ),
+    (
         "lockdep.log",
         "lockdep",
         "WARNING: possible circular locking dependency detected",

@@ -105,7 +105,9 @@ def _reproduce(bundle: Bundle, args: argparse.Namespace) -> int:
     )
     for note in man.notes:
         _progress(f"bundle note: {note}")
-    prepared = commands.prepared_kernels([cell.kernel_spec], cell.series, args.accel)[cell.kernel_spec]
+    variant = cell.options.fragments
+    kernels = commands.prepared_kernels([cell.kernel_spec], cell.series, args.accel, variant)
+    prepared = kernels[cell.kernel_spec]
     facts = prepared.facts
     here = local_environment(
         qemu_version=facts.qemu_version if facts else None,
@@ -126,6 +128,9 @@ def _reproduce(bundle: Bundle, args: argparse.Namespace) -> int:
         invocation=("./hil", "reproduce", str(bundle.path)),
         series=cell.series,
         axes=cell.axes,
+        fragments=variant,
+        kselftests=cell.options.kselftests,
+        race_seconds=cell.options.race_seconds,
     )
     result = run_prepared(req, cell.topology, prepared, out / "cell", 0, _progress)
     print_cell(result, print)

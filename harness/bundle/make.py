@@ -46,15 +46,15 @@ CELL_FILES = (
 )
 REQUIRED = (m.RESULTS, m.REPRODUCE, m.PLAN, m.TOPOLOGY_JSON)
 
-KernelLookup = Callable[[str, Path | None], KernelImage | None]
+KernelLookup = Callable[[str, Path | None, tuple[str, ...]], KernelImage | None]
 
 
-def cached_kernel(spec: str, series: Path | None) -> KernelImage | None:
+def cached_kernel(spec: str, series: Path | None, fragments: tuple[str, ...] = ()) -> KernelImage | None:
     """The kernel the caches hold for `spec` now (offline; nothing fetched or built)."""
     from harness.dryrun import lookup_kernel
 
     try:
-        return lookup_kernel(spec, series).image
+        return lookup_kernel(spec, series, fragments).image
     except HilError:
         return None
 
@@ -158,7 +158,7 @@ def _kernel_config(
     source = str(meta.get("kernel_source") or "")
     if isinstance(recorded, str) and Path(recorded).is_file():
         return Path(recorded).read_bytes(), source
-    found = lookup(opts.kernel, series)
+    found = lookup(opts.kernel, series, opts.fragments)
     version = meta.get("kernel_version")
     if found is None:
         notes.append(f"kernel .config not bundled: no cached kernel for {opts.kernel} here")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from harness.bundle import manifest as m
 from harness.bundle.read import Bundle
+from harness.bundle.script import HarnessCommand, harness_options
 from harness.errors import ConfigError
 from harness.kernels.spec import ImageFile, LocalTree, parse_spec
 from harness.results.model import TestRecord, Verdict
@@ -30,6 +31,7 @@ class Reproduction:
     select: str | None
     axes: tuple[tuple[str, str], ...]
     timeout: float
+    options: HarnessCommand  # the rest of the original `hil run` line (kernel variant, kselftests, ...)
 
 
 def reproduction(bundle: Bundle, work: Path, kernel: str | None = None) -> Reproduction:
@@ -63,7 +65,8 @@ def reproduction(bundle: Bundle, work: Path, kernel: str | None = None) -> Repro
     if man.series is not None:
         series = work / Path(man.series).name  # the same name: the kernel label stays the same
         shutil.copyfile(bundle.member(man.series), series)
-    return Reproduction(topo, str(given), spec, series, man.select, axes, man.timeout)
+    options = harness_options(man.hil_command, where)
+    return Reproduction(topo, str(given), spec, series, man.select, axes, man.timeout, options)
 
 
 def _check_kernel_here(spec: str, man: m.Manifest, where: str, *, given: bool) -> None:

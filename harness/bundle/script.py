@@ -25,6 +25,9 @@ class HarnessCommand:
     select: str | None = None
     axes: tuple[tuple[str, str], ...] = ()
     timeout: float = 900.0
+    fragments: tuple[str, ...] = ()  # the kernel variant (--fragment, repeatable)
+    kselftests: tuple[str, ...] = ()
+    race_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -76,9 +79,11 @@ def parse_reproduce(text: str, source: str = "reproduce.sh") -> ReproduceScript:
 
 
 def harness_options(argv: list[str], source: str = "reproduce.sh") -> HarnessCommand:
-    """The options of `./hil run --topology T --kernel K [--series S] [--axis k=v]... [-k E] --timeout N`."""
+    """The options of `./hil run --topology T --kernel K [--series S] [--fragment F]... [--axis k=v]...
+    [-k E] [--kselftest N]... [--race-seconds S] --timeout N`."""
     values: dict[str, str] = {}
     axes: list[tuple[str, str]] = []
+    repeated: dict[str, list[str]] = {"--fragment": [], "--kselftest": []}
     args = iter(argv[2:] if argv[1:2] == ["run"] else argv)
     for arg in args:
         value = next(args, None)
@@ -87,6 +92,8 @@ def harness_options(argv: list[str], source: str = "reproduce.sh") -> HarnessCom
         if arg == "--axis":
             key, _, setting = value.partition("=")
             axes.append((key, setting))
+        elif arg in repeated:
+            repeated[arg].append(value)
         else:
             values[arg] = value
     if "--topology" not in values or "--kernel" not in values:
@@ -95,6 +102,10 @@ def harness_options(argv: list[str], source: str = "reproduce.sh") -> HarnessCom
         timeout = float(values.get("--timeout", "900"))
     except ValueError:
         raise ConfigError(f"--timeout {values['--timeout']!r} is not a number", source) from None
+    try:
+        race = float(values["--race-seconds"]) if "--race-seconds" in values else None
+    except ValueError:
+        raise ConfigError(f"--race-seconds {values['--race-seconds']!r} is not a number", source) from None
     return HarnessCommand(
         topology=values["--topology"],
         kernel=values["--kernel"],
@@ -102,6 +113,9 @@ def harness_options(argv: list[str], source: str = "reproduce.sh") -> HarnessCom
         select=values.get("-k"),
         axes=tuple(axes),
         timeout=timeout,
+        fragments=tuple(repeated["--fragment"]),
+        kselftests=tuple(repeated["--kselftest"]),
+        race_seconds=race,
     )
 
 

@@ -37,11 +37,21 @@ class CellRequest:
     axes: tuple[tuple[str, str], ...] = ()
     # Run only these tests (node ids): a retry of the ones that failed (harness/matrix/retry.py).
     only: tuple[str, ...] = ()
+    # Extra config fragments of the kernel variant (`--fragment debug`): part of the kernel's identity.
+    fragments: tuple[str, ...] = ()
+    race_seconds: float | None = None  # `--race-seconds`: how long each bounded race test runs
+    kselftests: tuple[str, ...] = ()  # `--kselftest NAME`: upstream selftest directories to run
 
     @property
     def kernel_label(self) -> str:
-        """The kernel as reports name it: the spec, plus the patch series applied on top."""
-        return f"{self.kernel_spec}+{self.series.name}" if self.series else self.kernel_spec
+        return kernel_label(self.kernel_spec, self.fragments, self.series)
+
+
+def kernel_label(spec: str, fragments: tuple[str, ...], series: Path | None) -> str:
+    """The kernel as reports name it: the spec, its variant's fragments, the patch series on top
+    (src:debian-7.2+debug+fix.mbox)."""
+    label = "+".join((spec, *(Path(f).stem for f in fragments)))
+    return f"{label}+{series.name}" if series else label
 
 
 @dataclass

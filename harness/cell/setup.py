@@ -59,10 +59,16 @@ def harness_command(req: CellRequest) -> list[str]:
     hil = ["./hil", "run", "--topology", req.topology, "--kernel", req.kernel_spec]
     if req.series:
         hil += ["--series", str(req.series)]
+    for fragment in req.fragments:
+        hil += ["--fragment", fragment]
     for key, value in req.axes:
         hil += ["--axis", f"{key}={value}"]
     if req.select:
         hil += ["-k", req.select]
+    for name in req.kselftests:
+        hil += ["--kselftest", name]
+    if req.race_seconds is not None:
+        hil += ["--race-seconds", f"{req.race_seconds:g}"]
     return [*hil, "--timeout", f"{req.timeout:g}"]
 
 

@@ -22,6 +22,7 @@ from harness.console.patterns import (
     END_PANIC,
     END_TRACE,
     SEPARATOR,
+    SINGLE_LINE,
     TASK_CLOSE,
     TIMESTAMP,
     MilestoneKind,
@@ -199,6 +200,8 @@ class ConsoleScanner:
             elif not (timed and raw in self._s.reported):
                 self._close(events, complete=False)
                 self._open(kind, raw, message, timed)
+                if kind in SINGLE_LINE:
+                    self._close(events, complete=True)
         elif report:
             self._append(report, raw, message, events)
         self._s.previous = _Previous(raw, message)

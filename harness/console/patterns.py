@@ -13,7 +13,17 @@ import re
 from typing import Literal
 
 ProblemKind = Literal[
-    "panic", "oops", "bug", "warning", "hung_task", "rcu_stall", "kasan", "ubsan", "lockdep", "blocked_tasks"
+    "panic",
+    "oops",
+    "bug",
+    "warning",
+    "hung_task",
+    "rcu_stall",
+    "kasan",
+    "ubsan",
+    "lockdep",
+    "kmemleak",
+    "blocked_tasks",
 ]
 MilestoneKind = Literal["kernel_started", "init_started", "script_started", "power_down"]
 
@@ -51,6 +61,10 @@ HEADERS: tuple[tuple[ProblemKind, re.Pattern[str]], ...] = (
     ("panic", re.compile(r"^Kernel panic - not syncing: ")),
     ("oops", re.compile(r"^(?:Oops: |Internal error: Oops)")),
     ("bug", re.compile(r"^(?:kernel BUG at |(?:[\w-]+: )?BUG: )")),
+    # mm/kmemleak.c kmemleak_scan(): printed after a scan (the guest asks for one after the suite and
+    # after each fault-injection sweep) that found unreferenced objects; the objects themselves are only
+    # in /sys/kernel/debug/kmemleak, which the guest test copies into its record.
+    ("kmemleak", re.compile(r"^kmemleak: \d+ new suspected memory leaks")),
     ("hung_task", re.compile(r"^INFO: task .+:\d+ blocked.* for more than \d+ seconds")),
     ("rcu_stall", re.compile(r"^rcu: INFO: \S+ (?:detected (?:expedited )?stalls|self-detected stall)")),
     # One task in D state as sched_show_task() prints it ("task:%-15.15s state:%c ..."): sysrq-w
@@ -70,6 +84,8 @@ CUT_HERE = "------------[ cut here ]------------"
 END_TRACE = "---[ end trace"
 END_PANIC = "---[ end Kernel panic - not syncing"
 TASK_CLOSE = "</TASK>"
+# Reports that are one line: closed as soon as they open.
+SINGLE_LINE: frozenset[ProblemKind] = frozenset({"kmemleak"})
 # KASAN and lockdep frame their reports with a line of '=' (at least 20 in every report).
 SEPARATOR = re.compile(r"^={20,}$")
 

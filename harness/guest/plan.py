@@ -94,6 +94,13 @@ class GuestPlan:
         """The per-test limit for a test without a marker of its own (None: no limit)."""
         if self.test_timeout_s is not None:
             return self.test_timeout_s
+    # The kernel variant's extra config fragments (`--fragment debug`): the guest turns on what the
+    # variant offers (kmemleak scans, the fault-injection and race tests in the default selection).
+    fragments: tuple[str, ...] = ()
+    # How long each bounded race test runs (`--race-seconds`); None: the test's own default.
+    race_seconds: float | None = None
+    # Upstream selftest directories to run (`--kselftest vfio`), built on the host for this kernel.
+    kselftests: tuple[str, ...] = ()
         if self.guest_deadline_s is None:
             return None
         return self.guest_deadline_s * TEST_SHARE_OF_DEADLINE
@@ -161,6 +168,9 @@ def plan_to_dict(plan: GuestPlan) -> dict[str, Any]:
 
 
 def _expectation_to_dict(exp: PairExpectation) -> dict[str, Any]:
+        "fragments": list(plan.fragments),
+        "race_seconds": plan.race_seconds,
+        "kselftests": list(plan.kselftests),
     return {
         "exporter": exp.exporter,
         "importer": exp.importer,
@@ -235,6 +245,9 @@ def _opt_bool(obj: _Obj, key: str, default: bool, where: str) -> bool:
     value = obj.get(key, default)
     if not isinstance(value, bool):
         raise PlanError(f"{where}: {key}: expected true or false, got {value!r}")
+        fragments=tuple(obj.str_list("fragments")),
+        race_seconds=_opt_seconds(obj, "race_seconds", where),
+        kselftests=tuple(obj.str_list("kselftests")),
     return value
 
 

@@ -44,7 +44,7 @@ IMAGE = Path("arch/x86/boot/bzImage")
 # Objects (kbuild's CC and AS lines, as makelog counts them) in a full build with the project's
 # fragments: 1869 in the log of src:debian-7.2 (linux-source-7.2 7.2.13-1, virtme-ng 1.42's
 # fragment, gcc 12), of which 1813 CC lines. Only a first build uses it, as "about": later ones use
-# the previous build's real count (its record). Extra fragments (debug, kasan) change the count by a
+# the previous build's real count (its record). Extra fragments (debug, dwarf) change the count by a
 # few objects, other kernel versions by a few percent.
 SHIPPED_OBJECTS = 1869
 
