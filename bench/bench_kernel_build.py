@@ -1,6 +1,7 @@
 """Benchmark: kernel builds through harness.kernels next to the raw kbuild commands they wrap.
 
     .venv/bin/python bench/bench_kernel_build.py [--cache DIR] [--raw-cold] [--out FILE]
+    .venv/bin/python bench/bench_kernel_build.py --variants debug [--cache DIR] [--out FILE]
 
 Rows: cold build (empty ccache, no build dirs), cache hit (same spec again), one-file-patch
 rebuild (a trivial mbox patch to drivers/pci/p2pdma.c applied with git am). The raw column runs
@@ -10,6 +11,10 @@ plain `make -j<N> bzImage` in an equally configured tree with ccache disabled:
   patch     the same one-file change written into a hard-linked copy of the pristine tree whose
             build dir is a copy of the pristine build, then make (what a developer does by hand)
 The source download/extraction is measured separately and is not part of any row.
+
+--variants F1,F2,...: instead, one cold build (empty ccache, no build dirs) of the plain config and one
+per kernel variant (`--fragment F`), one after the other in the same run, with their ratio to the plain
+build in CPU time (comparable when other work shares the machine) and the bzImage size.
 """
 
 from __future__ import annotations
@@ -151,6 +156,33 @@ def patch_row(tree: Path, build_dir: Path, scratch: Path, jobs: int) -> tuple[st
     return ("one-file-patch rebuild (git am)", ours, raw)
 
 
+def variant_rows(fragments: list[str]) -> list[str]:
+    """Cold builds of the plain config and of each variant, each from an empty ccache."""
+    rows: list[tuple[str, Timing, int, int]] = []
+    for variant in ["", *fragments]:
+        shutil.rmtree(cache.ccache_root(), ignore_errors=True)
+        extra: tuple[str, ...] = (variant,) if variant else ()
+
+        def build(extra: tuple[str, ...] = extra) -> KernelImage:
+            return resolve_kernel(SPEC, progress=log, fragments=extra)
+
+        t0, c0 = time.monotonic(), child_cpu()
+        image = build()
+        timing = Timing(time.monotonic() - t0, child_cpu() - c0)
+        log(f"--- cold build {variant or 'plain'}: {timing}")
+        built = [image]
+        build_dir = built[0].build_dir
+        assert build_dir is not None
+        objects = len(list(build_dir.rglob("*.o")))
+        rows.append((variant or "(plain: base+trim)", timing, objects, built[0].image.stat().st_size))
+    base_cpu = rows[0][1].cpu
+    lines = [f"{'variant':22} {'cold build':>26} {'x plain cpu':>11} {'objects':>8} {'bzImage':>9}"]
+    for name, timing, objects, size in rows:
+        ratio = timing.cpu / base_cpu if base_cpu else float("nan")
+        lines.append(f"{name:22} {timing!s:>26} {ratio:>10.2f}x {objects:>8} {size / 2**20:>7.1f}Mi")
+    return lines
+
+
 def render(
     rows: list[tuple[str, Timing, str]], fetch: Timing, identity: str, jobs: int, build_dir: Path
 ) -> str:
@@ -179,6 +211,9 @@ def main() -> None:
         "--raw-cold", action="store_true", help="also time a raw cold make (a second full build)"
     )
     parser.add_argument("--out", help="also write the table to this file")
+    parser.add_argument(
+        "--variants", metavar="F1,F2", help="cold builds of the plain config and of these fragments instead"
+    )
     args = parser.parse_args()
     os.environ["P2P_HIL_CACHE"] = args.cache  # read by harness.paths.cache_dir() at each call
     jobs = len(os.sched_getaffinity(0))
@@ -188,6 +223,20 @@ def main() -> None:
     shutil.rmtree(cache.ccache_root(), ignore_errors=True)
     for old in [*tree.path.glob(f"{BUILD_DIR_PREFIX}*"), *tree.path.parent.glob("series-*")]:
         shutil.rmtree(old)
+    if args.variants:
+        gcc = subprocess.run(["gcc", "-dumpfullversion"], capture_output=True, text=True, check=False)
+        header = [
+            f"# kernel variant cold builds, {dt.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}, {SPEC} "
+            f"({tree.identity}), {jobs} cores, gcc {gcc.stdout.strip()}, empty ccache for each row",
+            "# cpu-min = user+sys CPU time of all child processes: comparable when other work shares "
+            "the machine",
+        ]
+        table = "\n".join([*header, *variant_rows(args.variants.split(","))]) + "\n"
+        print(table, end="")
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(table)
+        return
     scratch = Path(args.cache) / "bench-raw"
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)

@@ -136,7 +136,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="an earlier matrix directory: compare with it at the end (exit 1 on a regression)",
     )
-    run.add_argument("--timeout", type=float, default=900.0, help="deadline for the whole cell, seconds")
+    run.add_argument(
+        "--timeout",
+        type=float,
+        help="deadline for the whole cell, seconds (default 900, plus 900 per --kselftest directory)",
+    )
     run.add_argument(
         "--idle-timeout",
         type=float,

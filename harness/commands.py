@@ -130,6 +130,7 @@ def run_command(args: argparse.Namespace) -> int:
     series = _series(args)
     fragments = _fragments(args)
     _race_seconds(args)
+    cell_timeout(args)
     cells = _plan_cells(args, series)  # every topology file and axis validated before anything starts
     shard = _parse_flag(parse_shard, args.shard, "--shard") if args.shard else None
     out = Path(args.resume or args.out) if (args.resume or args.out) else None
@@ -153,7 +154,7 @@ def run_command(args: argparse.Namespace) -> int:
             series=series,
             fragments=fragments,
             select=args.select,
-            timeout=args.timeout,
+            timeout=cell_timeout(args),
             idle_timeout=args.idle_timeout,
             accel_requested=args.accel,
             run_dir_of=lambda cell: _dry_run_dir(cell, matrix_dir if is_matrix else out, is_matrix),
@@ -334,7 +335,7 @@ def _cell_request(args: argparse.Namespace, cell: CellSpec, series: Path | None)
         topology=cell.given,
         kernel_spec=cell.kernel_spec,
         select=args.select,
-        timeout=args.timeout,
+        timeout=cell_timeout(args),
         idle_timeout=args.idle_timeout,
         invocation=("./hil", *sys.argv[1:]),
         series=series,
@@ -343,6 +344,22 @@ def _cell_request(args: argparse.Namespace, cell: CellSpec, series: Path | None)
         race_seconds=_race_seconds(args),
         kselftests=tuple(dict.fromkeys(getattr(args, "kselftest", None) or ())),
     )
+
+
+# A cell's deadline without --timeout; each upstream selftest directory adds its own budget (the vfio and
+# iommu binaries may each run minutes under TCG: harness/kselftest/catalog.py).
+DEFAULT_CELL_TIMEOUT_S = 900.0
+KSELFTEST_TIMEOUT_S = 900.0
+
+
+def cell_timeout(args: argparse.Namespace) -> float:
+    given: float | None = getattr(args, "timeout", None)
+    if given is not None:
+        if not given > 0:
+            raise ConfigError(f"{given}: a number of seconds above 0", "--timeout")
+        return given
+    selftests = len(dict.fromkeys(getattr(args, "kselftest", None) or ()))
+    return DEFAULT_CELL_TIMEOUT_S + KSELFTEST_TIMEOUT_S * selftests
 
 
 def _race_seconds(args: argparse.Namespace) -> float | None:

@@ -50,6 +50,8 @@ from harness.guest.plan import GuestPlan, dump_plan
 from harness.guest.prepare import prepare, pycache_prefix
 from harness.hostcheck import RunByteChecks
 from harness.kernels.image import KernelImage
+from harness.kselftest.cell import kselftest_records, prepare_kselftests
+from harness.kselftest.devices import with_selftest_devices
 from harness.matrix.cells import TOPOLOGY_FILE
 from harness.paths import GUEST_TESTS_DIR, KERNELS_DIR, REPO_ROOT, cache_dir
 from harness.results.known_issues import KnownIssue, apply_known_issues, judge_test_frame, load_known_issues
@@ -128,6 +130,8 @@ def _final_records(
     """The guest's records, judged by the host's byte checks and the known issues, plus the record of
     a test the guest died in (never excused by a known issue: a crash is not the failure it describes)."""
     records, truncated = load_records(results_path)
+    # The selftests' raw outputs sit beside the guest's results (the run directory).
+    records = kselftest_records(records, results_path.parent)
     records = byte_checks.apply(records)
     records = apply_known_issues(records, known, kernel.version, topo.name)
     ran_for = now - seen.running_since
@@ -164,9 +168,11 @@ def run_cell(
 
     known = load_known_issues(KERNELS_DIR / "known-issues.yaml")  # a broken file costs nothing, leaks nothing
     judge = known_issue_judge(known, kernel.version, topo.name)
+    topo = with_selftest_devices(topo, req.kselftests)  # an igb on a free root port for --kselftest vfio
     layout = lay_out(topo)
     started_at = datetime.now(UTC)
     claim_out_dir(run_dir)  # normally claimed by the caller already (harness.rundir): then a no-op
+    prepare_kselftests(req.kselftests, kernel, topo, run_dir, progress)  # built on the host, cached
     seen = ConsoleWatch()
     seen.timeline.mark("host_start", 0.0)
     with Scratch() as scratch:

@@ -137,7 +137,7 @@ def test_unknown_device_kind(tmp_path: Path) -> None:
     data = mutated()
     data["devices"][1]["kind"] = "nvme"
     _, lines = errors_for(tmp_path, data)
-    assert lines == ["devices[1].kind: input should be 'ivshmem' or 'edu', got 'nvme'"]
+    assert lines == ["devices[1].kind: input should be 'ivshmem', 'edu' or 'igb', got 'nvme'"]
 
 
 def test_unknown_cpu_model_names_the_valid_ones(tmp_path: Path) -> None:

@@ -11,13 +11,26 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
+from harness.kselftest.cell import wrapper_name
 from harness.results.model import Outcome, TestRecord
 
 RETRIED: frozenset[Outcome] = frozenset({"failed", "error"})
 
 
 def to_retry(records: Sequence[TestRecord]) -> tuple[str, ...]:
-    return tuple(r.name for r in records if r.outcome in RETRIED)
+    """The node ids to run again. An upstream selftest's records (kselftest/<dir>/<binary>/...) come
+    from one wrapper test per binary, which is what reruns; a selftest that did not build is not retried
+    (the same source fails the same way)."""
+    nodes: dict[str, None] = {}
+    for record in records:
+        if record.outcome not in RETRIED:
+            continue
+        parts = record.name.split("/")
+        if parts[0] != "kselftest":
+            nodes[record.name] = None
+        elif len(parts) >= 3 and parts[2] != "build":
+            nodes[wrapper_name(parts[1], parts[2])] = None
+    return tuple(nodes)
 
 
 def _attempt(record: TestRecord | None, attempt: int, where: str) -> dict[str, Any]:

@@ -22,10 +22,14 @@ PCI_IDS: dict[str, tuple[int, int]] = {
     "xio3130-downstream": (0x104C, 0x8233),
     "ivshmem-plain": (0x1AF4, 0x1110),
     "edu": (0x1234, 0x11E8),
+    "igb": (0x8086, 0x10C9),  # 82576, PCI_DEVICE_ID_INTEL_82576 of the vfio selftests' igb driver
 }
 IVSHMEM_REGS_SIZE = 256  # ivshmem BAR0 (registers); BAR2 is the shared memory
 EDU_BAR0_SIZE = 1 << 20
 SHARED_MEMORY_BAR = 2
+# QEMU 10.0's igb as `info pci` shows it: BAR0 registers and BAR1 flash 128 KiB each, BAR2 32 bytes
+# of I/O ports, BAR3 the 16 KiB MSI-X table. Only memory BARs are listed.
+IGB_BARS = {0: 128 << 10, 1: 128 << 10, 3: 16 << 10}
 
 
 @dataclass(frozen=True)
@@ -72,7 +76,7 @@ class SwitchLayout(Placed):
 
 @dataclass(frozen=True)
 class DeviceLayout(Placed):
-    kind: Literal["ivshmem", "edu"]
+    kind: Literal["ivshmem", "edu", "igb"]
     role: str
     size: int | None  # the ivshmem shared-memory BAR, None for edu
     bars: Mapping[int, int] = field(hash=False)  # BAR index -> size in bytes
@@ -193,6 +197,9 @@ def _device(
         assert dev.size is not None  # the model guarantees it
         driver = "ivshmem-plain"
         bars = {0: IVSHMEM_REGS_SIZE, SHARED_MEMORY_BAR: dev.size}
+    elif dev.kind == "igb":
+        driver = "igb"
+        bars = dict(IGB_BARS)
     else:
         driver = "edu"
         bars = {0: EDU_BAR0_SIZE}

@@ -148,7 +148,9 @@ class Switch(_Strict):
 
 class Device(_Strict):
     id: Id
-    kind: Literal["ivshmem", "edu"]
+    # igb: QEMU's 82576 NIC, the device the kernel's vfio selftest library can drive
+    # (tools/testing/selftests/vfio/lib/drivers/igb); added for `--kselftest vfio` (harness/kselftest).
+    kind: Literal["ivshmem", "edu", "igb"]
     parent: str
     size: BarSize | None = None
     role: Literal["exporter", "importer", "dma", "none"] = "none"
@@ -291,6 +293,11 @@ def _devices(topo: Topology) -> list[Problem]:
             problems.append((("devices", i, "size"), "an ivshmem device needs a size (its BAR2), e.g. 64M"))
         if dev.kind == "edu" and dev.size is not None:
             problems.append((("devices", i, "size"), "an edu device has a fixed 1M BAR0: remove size"))
+        if dev.kind == "igb" and dev.size is not None:
+            problems.append((("devices", i, "size"), "an igb device has QEMU's fixed BARs: remove size"))
+        if dev.kind == "igb" and dev.role != "none":
+            # The oracle and the dma-buf tests know ivshmem exporters/importers and edu engines only.
+            problems.append((("devices", i, "role"), f"an igb device takes role none, not {dev.role}"))
         if dev.role == "dma" and dev.kind != "edu":
             problems.append(
                 (("devices", i, "role"), f"role dma needs kind edu (a DMA engine), not {dev.kind}")

@@ -1,0 +1,57 @@
+"""Prepare the guest as tools/testing/selftests/vfio/scripts/setup.sh does, plus what the binaries need
+beyond it (hugepages, vfio-pci's enable_sriov). Returns what was done, for the records."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hil_vfio import bind_to_vfio, resolve_bdf
+from hil_vfio.sysfs import iommu_group_number
+
+from harness.guest.plan import GuestPlan
+from hil_kselftest.manifest import Selftest
+
+NR_HUGEPAGES_2M = Path("/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages")
+
+
+class NotRunnable(Exception):
+    """The selftest cannot run in this guest; `outcome` says whether that is an environment limit
+    (skipped) or a setup that should have worked (error)."""
+
+    def __init__(self, message: str, outcome: str = "skipped") -> None:
+        super().__init__(message)
+        self.outcome = outcome
+
+
+def prepare_selftest(selftest: Selftest, plan: GuestPlan) -> tuple[list[str], list[str]]:
+    """(arguments every binary gets, what was done). Raises NotRunnable."""
+    done: list[str] = []
+    args: list[str] = []
+    if selftest.device is not None:
+        spec = plan.device(selftest.device)
+        bdf = resolve_bdf(spec.sysfs_glob)
+        if iommu_group_number(bdf) is None:
+            # lib/vfio_pci_device.c:293-294 opens /dev/vfio/<iommu_group>; without an IOMMU vfio offers
+            # only /dev/vfio/noiommu-N, and /dev/iommu cannot bind a device without a group.
+            raise NotRunnable(
+                f"{spec.id} ({bdf}) has no IOMMU group on topology {plan.topology} (no vIOMMU): the vfio "
+                "selftest library opens /dev/vfio/<group> (lib/vfio_pci_device.c:293-294) or binds the "
+                "device to iommufd, neither of which exists without an IOMMU"
+            )
+        bind_to_vfio(bdf)  # setup.sh: unbind, driver_override=vfio-pci, bind (here: drivers_probe)
+        done.append(f"{spec.id} {bdf} bound to vfio-pci")
+        args.append(bdf)  # lib/libvfio.c get_bdfs_cmdline(): trailing BDF arguments
+    if selftest.hugepages_2m:
+        try:
+            NR_HUGEPAGES_2M.write_text(str(selftest.hugepages_2m))
+            got = NR_HUGEPAGES_2M.read_text().strip()
+            done.append(f"2 MiB hugepages: {got} of {selftest.hugepages_2m} asked")
+        except OSError as exc:
+            done.append(f"2 MiB hugepages not reserved: {exc}")
+    for param, value in selftest.module_params:
+        try:
+            Path(param).write_text(value)
+            done.append(f"{param}={value}")
+        except OSError as exc:
+            done.append(f"{param} not set: {exc}")
+    return args, done
