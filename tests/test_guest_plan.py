@@ -11,6 +11,7 @@ import pytest
 from harness.errors import InfraError
 from harness.guest.build_plan import make_plan as build_plan
 from harness.guest.plan import (
+    IOMMUFD_DMA,
     QEMU_DMA,
     ROUTES,
     DeviceSpec,
@@ -26,7 +27,7 @@ from harness.guest.plan import (
 )
 from harness.topology import load_topology
 from harness.topology.layout import lay_out
-from harness.topology.oracle import QemuDma, Route
+from harness.topology.oracle import IommufdDma, QemuDma, Route
 
 GLOB = "/sys/devices/pci0000:00/0000:00:10.0/0000:*:00.0/0000:*:00.0/0000:*:00.0"
 
@@ -55,6 +56,8 @@ def make_plan(tmp: Path = Path("/run/hil")) -> GuestPlan:
                 "AMD host bridge",
                 "reaches_bar",
                 {"whole": 1, "multi": 1},
+                "reaches_bar",
+                "iommufd maps the BAR's physical range",
             ),
             PairExpectation(
                 "exporter", "spare", "refused", "no common bridge, Intel host bridge", None, {"whole": None}
@@ -93,6 +96,8 @@ def test_json_shape_matches_design() -> None:
         "why": "no common bridge, Intel host bridge",
         "qemu_dma": None,
         "sg_entries_for": {"whole": None},
+        "iommufd_dma": None,
+        "iommufd_why": None,
     }
     assert raw["expectations"][2]["sg_entries_for"] == {}
 
@@ -105,6 +110,9 @@ def test_round_trip_keeps_every_expectation_field(tmp_path: Path) -> None:
     assert all(isinstance(e, PairExpectation) for e in loaded.expectations)
     assert loaded.expectation("exporter", "dma").sg_entries_for == {"whole": 1, "multi": 1}
     assert loaded.expectation("exporter", "spare").qemu_dma is None
+    assert loaded.expectation("exporter", "dma").iommufd_dma == "reaches_bar"
+    assert loaded.expectation("exporter", "dma").iommufd_why == "iommufd maps the BAR's physical range"
+    assert loaded.expectation("exporter", "spare").iommufd_dma is None
 
 
 @pytest.mark.parametrize("topology", ["switch-p2p", "switch-p2p-amd", "rootports-acs", "bar-4g"])
@@ -123,6 +131,24 @@ def test_plan_restates_the_oracles_vocabulary() -> None:
     """The guest cannot import harness.topology: plan.py restates Route and QemuDma; they must agree."""
     assert get_args(Route) == ROUTES
     assert get_args(QemuDma) == QEMU_DMA
+    assert get_args(IommufdDma) == IOMMUFD_DMA
+
+
+@pytest.mark.parametrize(
+    ("topology", "iommufd_dma"),
+    [("switch-p2p", "reaches_bar"), ("switch-p2p-amd", "reaches_bar"), ("rootports-acs", "reaches_bar"),
+     ("switch-p2p-pt", "reaches_bar"), ("switch-p2p-noiommu", "no_cdev")],
+)  # fmt: skip
+def test_the_hosts_plan_carries_the_iommufd_prediction(
+    topology: str, iommufd_dma: str, tmp_path: Path
+) -> None:
+    """Every pair of the host's plan says what iommufd does, with the oracle's reasoning, through JSON."""
+    topo = load_topology(topology)
+    plan = build_plan(topo, lay_out(topo), "src:debian-7.2", tmp_path, tmp_path / "scratch", "t0k",
+                      None, 300.0, None)  # fmt: skip
+    loaded = plan_from_dict(json.loads(plan_to_json(plan)))
+    assert {e.iommufd_dma for e in loaded.expectations} == {iommufd_dma}
+    assert all(e.iommufd_why for e in loaded.expectations)
 
 
 def test_pairs_and_expectation_lookup() -> None:
@@ -254,6 +280,9 @@ def _bad_expectation(index: int, **changes: Any) -> dict[str, Any]:
         (_bad_expectation(2, importer=""), "plan: expectations[2].importer: expected a non-empty string"),
         (_bad_expectation(1, why=3), "plan: expectations[1].why: expected a non-empty string, got 3"),
         (_bad_expectation(0, qemu_dma="maybe"), "plan: expectations[0].qemu_dma: expected one of reach"),
+        (_bad_expectation(0, iommufd_dma="maps"),
+         "plan: expectations[0].iommufd_dma: expected one of reaches_bar, no_cdev or null, got 'maps'"),
+        (_bad_expectation(0, iommufd_why=5), "plan: expectations[0].iommufd_why: expected a string or null"),
         (_bad_expectation(0, sg_entries_for=[1]), "plan: expectations[0].sg_entries_for: expected an object"),
         (_bad_expectation(0, sg_entries_for={"multi": 0}), "plan: expectations[0].sg_entries_for.multi: "),
         (_bad_expectation(0, sg_entries_for={"whole": True}), "plan: expectations[0].sg_entries_for.whole: "),

@@ -26,7 +26,7 @@ from __future__ import annotations
 import pytest
 
 from harness.topology import lay_out, load_topology
-from harness.topology.acs import bus_numbers, guest_view, iommu_mode
+from harness.topology.acs import IommuMode, bus_numbers, guest_view, iommu_mode
 from harness.topology.cpus import CpuModel, cpu_model
 from harness.topology.oracle import (
     MAX_SG_ENT_SZ,
@@ -34,6 +34,7 @@ from harness.topology.oracle import (
     explain_table,
     host_bridge_whitelisted,
     predict,
+    predict_iommufd,
     predict_pairs,
     sg_entries,
 )
@@ -85,6 +86,50 @@ def test_shipped_topologies(key: tuple[str, str, str], want: tuple[str, int, str
     p = predict(lay_out(load_topology(name)), exporter, importer)
     assert (p.route, p.distance, p.qemu_dma) == want, p.why
     assert p.acs_redirect == ()
+
+
+# iommufd (IOMMU_IOAS_MAP_FILE of the dma-buf, edu attached to the IOAS through its VFIO cdev): worked out
+# from the 7.2.13 source. vfio_pci_dma_buf_iommufd_map() hands over the BAR's physical range and iommufd
+# maps it at the IOVA; nothing calls calc_map_type_and_dist(), so the p2p route (and with it the CPU
+# vendor, the whitelist and ACS) does not enter. Only the IOMMU does: without one, vfio-pci registers a
+# no-IOMMU device, which gets no cdev (drivers/vfio/vfio.h:361-363).
+IOMMUFD_EXPECTED = {
+    "switch-p2p": "reaches_bar",  # p2p route refused (Intel vCPU), iommufd maps anyway
+    "switch-p2p-amd": "reaches_bar",
+    "switch-p2p-pt": "reaches_bar",  # the IOAS's paging domain replaces the identity default domain
+    "switch-p2p-noiommu": "no_cdev",
+    "rootports-acs": "reaches_bar",
+    "bar-4g": "reaches_bar",
+    "bar-4g-pt": "reaches_bar",
+}
+
+
+@pytest.mark.parametrize(("name", "want"), IOMMUFD_EXPECTED.items())
+def test_iommufd_prediction_per_shipped_topology(name: str, want: str) -> None:
+    predictions = predict_pairs(load_topology(name))
+    assert predictions
+    for p in predictions:
+        assert p.iommufd_dma == want, (p.exporter, p.importer, p.iommufd_why)
+        assert p.iommufd_why
+
+
+def test_iommufd_ignores_the_p2p_route() -> None:
+    """Same machine, one pair refused by p2pdma (Intel) and one allowed (AMD): iommufd's answer is equal."""
+    intel = predict(lay_out(load_topology("switch-p2p")), "exporter", "dma")
+    amd = predict(lay_out(load_topology("switch-p2p-amd")), "exporter", "dma")
+    assert (intel.route, amd.route) == ("refused", "host_bridge_iova")
+    assert (intel.iommufd_dma, amd.iommufd_dma) == ("reaches_bar", "reaches_bar")
+    assert intel.iommufd_why == amd.iommufd_why
+    assert "no p2pdma routing decision" in intel.iommufd_why
+
+
+@pytest.mark.parametrize(
+    ("iommu", "want"), [("translated", "reaches_bar"), ("passthrough", "reaches_bar"), ("none", "no_cdev")]
+)
+def test_predict_iommufd_by_iommu_mode(iommu: IommuMode, want: str) -> None:
+    dma, why = predict_iommufd(iommu)
+    assert dma == want
+    assert ("vfio.h:361-363" in why) == (want == "no_cdev")
 
 
 def test_every_shipped_pair_is_covered() -> None:

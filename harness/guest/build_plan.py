@@ -19,7 +19,8 @@ def pair_expectations(topo: Topology, layout: Layout) -> tuple[PairExpectation, 
         shapes = export_shapes(bars[p.exporter]) if bars[p.exporter] else {}
         counts = {name: sg_entries(p.route, [n for _, n in ranges]) for name, ranges in shapes.items()}
         out.append(PairExpectation(exporter=p.exporter, importer=p.importer, route=p.route, why=p.why,
-                                   qemu_dma=p.qemu_dma, sg_entries_for=counts))  # fmt: skip
+                                   qemu_dma=p.qemu_dma, sg_entries_for=counts, iommufd_dma=p.iommufd_dma,
+                                   iommufd_why=p.iommufd_why))  # fmt: skip
     return tuple(out)
 
 

@@ -37,6 +37,7 @@ class MissingExpectationError(LookupError):
 Route = Literal["bus_addr", "host_bridge_iova", "host_bridge_direct", "refused"]
 ROUTES: tuple[Route, ...] = ("bus_addr", "host_bridge_iova", "host_bridge_direct", "refused")
 QEMU_DMA = ("reaches_bar", "iommu_fault", "none")
+IOMMUFD_DMA = ("reaches_bar", "no_cdev")  # oracle.IommufdDma
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,10 @@ class PairExpectation:
     qemu_dma: str | None = None  # what a real DMA by the importer does in QEMU: one of QEMU_DMA
     # Export shape name (harness.guest.shapes) -> sg entries the mapping must give; None: no list (refused).
     sg_entries_for: Mapping[str, int | None] = field(default_factory=dict)
+    # The importer DMAing through an iommufd IOAS mapping of the dma-buf instead: one of IOMMUFD_DMA
+    # (oracle.predict_iommufd), with the oracle's reasoning; None: not predicted.
+    iommufd_dma: str | None = None
+    iommufd_why: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,11 +94,6 @@ class GuestPlan:
     # Where the guest's Python finds byte-code and pytest's assertion rewrites prepared on the host
     # (harness.guest.prepare): the tree is read-only in the guest, so without it they are redone per boot.
     pycache_prefix: Path | None = None
-
-    def test_limit_s(self) -> float | None:
-        """The per-test limit for a test without a marker of its own (None: no limit)."""
-        if self.test_timeout_s is not None:
-            return self.test_timeout_s
     # The kernel variant's extra config fragments (`--fragment debug`): the guest turns on what the
     # variant offers (kmemleak scans, the fault-injection and race tests in the default selection).
     fragments: tuple[str, ...] = ()
@@ -101,6 +101,11 @@ class GuestPlan:
     race_seconds: float | None = None
     # Upstream selftest directories to run (`--kselftest vfio`), built on the host for this kernel.
     kselftests: tuple[str, ...] = ()
+
+    def test_limit_s(self) -> float | None:
+        """The per-test limit for a test without a marker of its own (None: no limit)."""
+        if self.test_timeout_s is not None:
+            return self.test_timeout_s
         if self.guest_deadline_s is None:
             return None
         return self.guest_deadline_s * TEST_SHARE_OF_DEADLINE
@@ -163,14 +168,14 @@ def plan_to_dict(plan: GuestPlan) -> dict[str, Any]:
         "test_timeout_s": plan.test_timeout_s,
         "host_agent": plan.host_agent,
         "pycache_prefix": None if plan.pycache_prefix is None else str(plan.pycache_prefix),
+        "fragments": list(plan.fragments),
+        "race_seconds": plan.race_seconds,
+        "kselftests": list(plan.kselftests),
         "expectations": [_expectation_to_dict(e) for e in plan.expectations],
     }
 
 
 def _expectation_to_dict(exp: PairExpectation) -> dict[str, Any]:
-        "fragments": list(plan.fragments),
-        "race_seconds": plan.race_seconds,
-        "kselftests": list(plan.kselftests),
     return {
         "exporter": exp.exporter,
         "importer": exp.importer,
@@ -178,6 +183,8 @@ def _expectation_to_dict(exp: PairExpectation) -> dict[str, Any]:
         "why": exp.why,
         "qemu_dma": exp.qemu_dma,
         "sg_entries_for": dict(exp.sg_entries_for),
+        "iommufd_dma": exp.iommufd_dma,
+        "iommufd_why": exp.iommufd_why,
     }
 
 
@@ -238,6 +245,9 @@ def plan_from_dict(raw: object, where: str = "plan") -> GuestPlan:
         test_timeout_s=test_timeout,
         host_agent=_opt_bool(obj, "host_agent", True, where),
         pycache_prefix=_opt_path(obj.opt_str("pycache_prefix")),
+        fragments=tuple(obj.str_list("fragments")),
+        race_seconds=_opt_seconds(obj, "race_seconds", where),
+        kselftests=tuple(obj.str_list("kselftests")),
     )
 
 
@@ -245,9 +255,6 @@ def _opt_bool(obj: _Obj, key: str, default: bool, where: str) -> bool:
     value = obj.get(key, default)
     if not isinstance(value, bool):
         raise PlanError(f"{where}: {key}: expected true or false, got {value!r}")
-        fragments=tuple(obj.str_list("fragments")),
-        race_seconds=_opt_seconds(obj, "race_seconds", where),
-        kselftests=tuple(obj.str_list("kselftests")),
     return value
 
 
@@ -296,6 +303,14 @@ def _expectation_from_dict(raw: object, where: str) -> PairExpectation:
     qemu_dma = raw.get("qemu_dma")
     if qemu_dma is not None and qemu_dma not in QEMU_DMA:
         raise PlanError(f"{where}.qemu_dma: expected one of {', '.join(QEMU_DMA)} or null, got {qemu_dma!r}")
+    iommufd_dma = raw.get("iommufd_dma")
+    if iommufd_dma is not None and iommufd_dma not in IOMMUFD_DMA:
+        raise PlanError(
+            f"{where}.iommufd_dma: expected one of {', '.join(IOMMUFD_DMA)} or null, got {iommufd_dma!r}"
+        )
+    iommufd_why = raw.get("iommufd_why")
+    if iommufd_why is not None and not isinstance(iommufd_why, str):
+        raise PlanError(f"{where}.iommufd_why: expected a string or null, got {iommufd_why!r}")
     counts_raw = raw.get("sg_entries_for", {})
     if not isinstance(counts_raw, dict):
         raise PlanError(f"{where}.sg_entries_for: expected an object, got {counts_raw!r}")
@@ -311,6 +326,8 @@ def _expectation_from_dict(raw: object, where: str) -> PairExpectation:
         why=string("why"),
         qemu_dma=None if qemu_dma is None else str(qemu_dma),
         sg_entries_for=counts,
+        iommufd_dma=None if iommufd_dma is None else str(iommufd_dma),
+        iommufd_why=iommufd_why,
     )
 
 

@@ -13,6 +13,9 @@ Follows drivers/pci/p2pdma.c (calc_map_type_and_dist) and drivers/dma-buf/dma-bu
 - THRU_HOST_BRIDGE with a translating IOMMU: one IOVA span for all ranges; with iommu=pt
   or no IOMMU: dma_map_phys per range, i.e. physical addresses.
 - Entries split at MAX_SG_ENT_SZ = ALIGN_DOWN(UINT_MAX, PAGE_SIZE) = 4 GiB - 4 KiB.
+
+iommufd (IOMMU_IOAS_MAP_FILE of the dma-buf, the importer's DMA through an IOAS) takes none of those
+routes: see predict_iommufd().
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from harness.topology.render import kernel_cmdline
 Route = Literal["bus_addr", "host_bridge_iova", "host_bridge_direct", "refused"]
 MapType = Literal["BUS_ADDR", "THRU_HOST_BRIDGE", "NOT_SUPPORTED"]
 QemuDma = Literal["reaches_bar", "iommu_fault", "none"]
+# What DMA by the importer through an iommufd IOAS mapping of the dma-buf does (predict_iommufd).
+IommufdDma = Literal["reaches_bar", "no_cdev"]
 
 PAGE_SIZE = 4096
 UINT_MAX = (1 << 32) - 1
@@ -63,6 +68,9 @@ class Prediction:
     # QEMU does not model switch-local p2p, every DMA goes through the vIOMMU).
     qemu_dma: QemuDma
     why: str
+    # The same BAR imported by iommufd for the importer instead (predict_iommufd).
+    iommufd_dma: IommufdDma
+    iommufd_why: str
 
 
 def host_bridge_whitelisted(host_bridge: tuple[int, int] = Q35_HOST_BRIDGE) -> bool:
@@ -123,6 +131,7 @@ def decide(
             path += f", ACS redirect on {', '.join(redirect)}"
         map_type, rule = _through_host_bridge(cpu, path)
     route = _route(map_type, iommu)
+    iommufd_dma, iommufd_why = predict_iommufd(iommu)
     return Prediction(
         exporter=exporter[0],
         importer=importer[0],
@@ -133,6 +142,35 @@ def decide(
         acs_redirect=tuple(redirect),
         qemu_dma=_qemu_dma(route, iommu),
         why=f"{rule} -> {map_type}; {_mapping_rule(route)}",
+        iommufd_dma=iommufd_dma,
+        iommufd_why=iommufd_why,
+    )
+
+
+def predict_iommufd(iommu: IommuMode) -> tuple[IommufdDma, str]:
+    """What iommufd does with the exporter's dma-buf for an importer that DMAs through an IOAS (v7.2).
+
+    - No IOMMU: vfio-pci registers the importer as a no-IOMMU device, which gets no cdev
+      (drivers/vfio/vfio.h:361-363 vfio_device_add), so it cannot be bound to an iommufd at all.
+    - Otherwise (translated or iommu=pt alike: attaching to an IOAS replaces the default domain with an
+      iommufd paging domain): IOMMU_IOAS_MAP_FILE takes the BAR's CPU physical range from
+      vfio_pci_dma_buf_iommufd_map() (drivers/vfio/pci/vfio_pci_dmabuf.c:121-140) and maps it at the
+      IOVA (drivers/iommu/iommufd/pages.c pfn_reader_fill_dmabuf). No p2pdma routing decision is made
+      (calc_map_type_and_dist is never called): the CPU vendor, the host bridge whitelist and ACS do
+      not enter, so iommufd maps even where the p2pdma route is refused. QEMU's vIOMMU translates the
+      importer's DMA to that physical address, which is the BAR: the DMA reaches it.
+    """
+    if iommu == "none":
+        return "no_cdev", (
+            "no IOMMU: VFIO gives a no-IOMMU device no cdev (drivers/vfio/vfio.h:361-363), so it cannot "
+            "be bound to an iommufd"
+        )
+    domain = "translated" if iommu == "translated" else "iommu=pt (identity default domain)"
+    return "reaches_bar", (
+        f"IOMMU {domain}: attaching to the IOAS gives the importer an iommufd paging domain; "
+        "IOMMU_IOAS_MAP_FILE maps the BAR's CPU physical range from vfio_pci_dma_buf_iommufd_map() at the "
+        "IOVA, with no p2pdma routing decision (CPU vendor, host bridge whitelist and ACS do not enter); "
+        "the vIOMMU translates the DMA to the BAR"
     )
 
 
