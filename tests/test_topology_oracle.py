@@ -285,6 +285,12 @@ def test_explain_table() -> None:
         "topology bar-4g: cpu EPYC-Rome (amd family 0x17), IOMMU translated, kernel args: intel_iommu=on"
     )
     assert lines[1] == "ports with ACS redirect: rp1, rp2"
-    assert lines[2].split() == ["exporter", "importer", "route", "dist", "sg(BAR)", "qemu", "dma", "why"]
-    assert lines[3].split()[:7] == ["exporter", "importer", "bus_addr", "4", "3", "(8G)", "iommu_fault"]
-    assert lines[4].split()[:7] == ["exporter", "dma", "host_bridge_iova", "6", "3", "(8G)", "reaches_bar"]
+    assert lines[2].split() == [
+        "exporter", "importer", "route", "dist", "sg(BAR)", "qemu", "dma", "iommufd", "dma", "why"
+    ]  # fmt: skip
+    assert lines[3].split()[:8] == [
+        "exporter", "importer", "bus_addr", "4", "3", "(8G)", "iommu_fault", "reaches_bar"
+    ]  # fmt: skip
+    assert lines[4].split()[:8] == [
+        "exporter", "dma", "host_bridge_iova", "6", "3", "(8G)", "reaches_bar", "reaches_bar"
+    ]  # fmt: skip

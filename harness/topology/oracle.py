@@ -248,12 +248,14 @@ def explain_table(topo: Topology) -> str:
         f"IOMMU {view.iommu}, kernel args: {' '.join(cmdline) or '(none)'}",
         f"ports with ACS redirect: {', '.join(redirecting) or 'none'}",
     ]
-    rows = [("exporter", "importer", "route", "dist", "sg(BAR)", "qemu dma", "why")]
+    rows = [("exporter", "importer", "route", "dist", "sg(BAR)", "qemu dma", "iommufd dma", "why")]
     for p in predict_pairs(topo, cmdline):
         size = layout.device(p.exporter).size
         sg = sg_entries(p.route, [size]) if size else None
         sg_text = "-" if sg is None else f"{sg} ({format_size(size or 0)})"
-        rows.append((p.exporter, p.importer, p.route, str(p.distance), sg_text, p.qemu_dma, p.why))
+        rows.append(
+            (p.exporter, p.importer, p.route, str(p.distance), sg_text, p.qemu_dma, p.iommufd_dma, p.why)
+        )
     if len(rows) == 1:
         lines.append("no exporter/importer pairs (roles exporter and importer or dma)")
         return "\n".join(lines)
