@@ -1,7 +1,8 @@
 """The built-kernel path on a real VM: Debian's 7.2 source built with the project's config, test modules
 built against it, and the whole default in-guest suite on switch-p2p-amd, which has a bus-address pair,
-an IOVA pair (hitting the known multi-range bug), the edu DMA engine and hotplug slots. Then the same
-cell with the fix series applied (git am), where the known issue must come out as an unexpected pass."""
+an IOVA pair (hitting the known multi-range bug), the edu DMA engine (also through iommufd) and hotplug
+slots. Then the same cell with the fix series applied (git am), where the known issue must come out as an
+unexpected pass."""
 
 from __future__ import annotations
 
@@ -52,6 +53,10 @@ def test_whole_suite_matches_the_oracle_on_a_built_kernel(tmp_path: Path) -> Non
         "test_revocation.py::test_revoke_by_device_reset",
         "test_revocation.py::test_revoke_by_hot_unplug",  # QMP device_del through the host agent
         "test_data_dma.py::test_edu_copies_through_mapping[whole-bar]",
+        # the iommufd importer: edu on its VFIO cdev DMAs through an IOAS mapping of the dma-buf
+        "test_iommufd.py::test_iommufd_dma_through_map_file[offset]",
+        "test_iommufd.py::test_iommufd_refused_requests",
+        "test_iommufd.py::test_iommufd_revocation_cuts_mapping[unplug]",
     ):
         assert outcome.get(name) == "passed", f"{name}: {outcome.get(name)}\n{summary}"
     for name in KNOWN_ISSUE_TESTS:
