@@ -14,6 +14,7 @@ from harness.results.known_issues import (
     KNOWN_ISSUES_FILE,
     KnownIssue,
     apply_known_issues,
+    broken_invariants,
     judge_test_frame,
     load_known_issues,
     parse_known_issues,
@@ -237,7 +238,11 @@ def test_shipped_entries_excuse_only_the_analysed_eaddrinuse() -> None:
         assert "known_issue" not in after.details  # the key says an entry applied; this one did not
         unmatched = after.details["known_issue_not_matched"]
         assert unmatched["mismatch"] == "it recorded map_errno=EINVAL"
-        assert unmatched["expected_failure"] == {"errno": "EADDRINUSE", "message": None}
+        assert unmatched["expected_failure"] == {
+            "errno": "EADDRINUSE",
+            "message": None,
+            "broken_invariants": None,
+        }
         assert after.details["map_errno"] == "EINVAL"  # what the test recorded stays
 
 
@@ -332,3 +337,79 @@ def test_live_view_judges_a_test_frame_as_the_report_judges_its_record() -> None
     # A frame with name and outcome only cannot show that the failure is the known one.
     bare = {"name": name, "outcome": "failed"}
     assert judge_test_frame(bare, shipped, "7.2.13-hil", "switch-p2p-amd") == "failed"
+
+
+INVARIANT_ENTRIES = """
+- test: test_fault_injection.py::test_fault_injection_map[dma]
+  kernels: ["7.2"]
+  reason: a failed map leaks its IOVA span
+  reference: kernels/series/fix-iova-unwind.mbox
+  analysis: the error paths of dma_buf_phys_vec_to_sgt() never free the span dma_iova_try_alloc() took.
+  expected_failure:
+    broken_invariants: ['IOVA space lost.*\\| stack: .*sg_alloc_table < dma_buf_phys_vec_to_sgt']
+- test: "test_fault_injection.py::*"
+  kernels: ["7.2"]
+  reason: every unmap leaks the scatterlist
+  reference: kernels/series/fix-sg-leak.mbox
+  analysis: sg_free_table() frees orig_nents entries and dma_buf_phys_vec_to_sgt() cleared orig_nents.
+  expected_failure:
+    broken_invariants: ['kmemleak.*__sg_alloc_table < sg_alloc_table < dma_buf_phys_vec_to_sgt']
+"""
+
+IOVA_LOST = {
+    "operation": "map", "route": "host_bridge_iova", "label": "exporter -> dma", "fault": 9,
+    "stack": ["should_failslab", "__kmalloc_noprof", "__sg_alloc_table", "sg_alloc_table",
+              "dma_buf_phys_vec_to_sgt", "vfio_pci_dma_buf_map"],
+    "invariant": "the retry without a fault: IOVA space lost or mapping changed: the map gives ...",
+}  # fmt: skip
+SG_LEAK = {
+    "operation": "map",
+    "route": "host_bridge_iova",
+    "label": "exporter -> dma",
+    "fault": None,
+    "stack": [],
+    "invariant": "kmemleak, not attributed to a step: 32 bytes at 0xffff888006903b40 (python): "
+    "__kmalloc_noprof < __sg_alloc_table < sg_alloc_table < dma_buf_phys_vec_to_sgt < vfio_pci_dma_buf_map",
+}
+OTHER = {**IOVA_LOST, "fault": 3, "invariant": "a dma-buf attachment left behind", "stack": ["x"]}
+
+
+def _sweep_failure(*broken: dict[str, Any], name: str = "test_fault_injection_map[dma]") -> TestRecord:
+    details = {"fault_sweeps": [{"operation": "map", "broken": list(broken)}]}
+    return TestRecord(
+        f"test_fault_injection.py::{name}", "failed", 9.0, "Failed: broken invariant(s)", details
+    )
+
+
+@pytest.mark.parametrize(
+    ("broken", "outcome"),
+    [
+        ((IOVA_LOST,), "xfailed"),
+        ((IOVA_LOST, SG_LEAK), "xfailed"),  # two analysed bugs in one test: both entries explain it
+        ((SG_LEAK,), "xfailed"),
+        ((IOVA_LOST, SG_LEAK, OTHER), "failed"),  # a third, unanalysed breakage is never hidden
+        ((), "failed"),  # failed without recording what it broke: not the analysed failure
+    ],
+)
+def test_broken_invariants_are_excused_only_when_every_one_is_analysed(
+    broken: tuple[dict[str, Any], ...], outcome: str
+) -> None:
+    known = parse_known_issues(INVARIANT_ENTRIES, "known-issues.yaml")
+    (record,) = apply_known_issues([_sweep_failure(*broken)], known, "7.2.13-hil", "switch-p2p-amd")
+    assert record.outcome == outcome, record.message
+    if outcome == "failed" and broken:
+        assert (
+            "1 broken invariant(s) no entry explains, first: map [host_bridge_iova] fault 3: a dma-buf"
+            in (record.message)
+        )
+
+
+def test_broken_invariant_lines_name_operation_route_fault_and_stack() -> None:
+    assert broken_invariants(
+        {"fault_sweeps": [{"broken": [IOVA_LOST]}], "broken_invariants": ["race: x"]}
+    ) == [
+        "map [host_bridge_iova] fault 9: the retry without a fault: IOVA space lost or mapping changed: "
+        "the map gives ... | stack: should_failslab < __kmalloc_noprof < __sg_alloc_table < sg_alloc_table < "
+        "dma_buf_phys_vec_to_sgt < vfio_pci_dma_buf_map",
+        "race: x",
+    ]

@@ -137,6 +137,11 @@ class ExpectedFailure(BaseModel):
     errno: str | None = Field(default=None, min_length=1)
     # A regular expression searched (re.search) in the record's message.
     message: str | None = Field(default=None, min_length=1)
+    # Regular expressions over the broken invariants an error-path test recorded (fault-injection sweeps,
+    # race tests: see broken_invariants()). The test must have broken at least one, and each one it broke
+    # must match a pattern of this entry or of another entry for the same test, kernel and topology that
+    # also names broken invariants: two analysed bugs can break one test, and neither may hide a third.
+    broken_invariants: list[str] | None = Field(default=None, min_length=1)
 
     @field_validator("errno")
     @classmethod
@@ -155,21 +160,46 @@ class ExpectedFailure(BaseModel):
                 raise ValueError(f"{value!r} is not a regular expression: {exc}") from exc
         return value
 
+    @field_validator("broken_invariants")
+    @classmethod
+    def _regexes(cls, value: list[str] | None) -> list[str] | None:
+        for pattern in value or ():
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"{pattern!r} is not a regular expression: {exc}") from exc
+        return value
+
     @model_validator(mode="after")
     def _says_something(self) -> ExpectedFailure:
         # An empty spec would excuse any failure of the test, which is what the spec exists to prevent.
-        if self.errno is None and self.message is None:
-            raise ValueError("name the analysed failure: errno, message (a regex), or both")
+        if self.errno is None and self.message is None and self.broken_invariants is None:
+            raise ValueError(
+                "name the analysed failure: errno, message (a regex), broken_invariants, or more"
+            )
         return self
 
     def describe(self) -> str:
         parts = [f"errno {self.errno}"] if self.errno else []
         parts += [f"message matching {self.message!r}"] if self.message else []
+        if self.broken_invariants:
+            parts += [f"every broken invariant matching one of {self.broken_invariants!r}"]
         return " and ".join(parts)
 
-    def mismatch(self, record: TestRecord) -> str | None:
-        """None when `record` failed the analysed way, else what differs."""
+    def mismatch(self, record: TestRecord, also: Sequence[str] = ()) -> str | None:
+        """None when `record` failed the analysed way, else what differs. `also`: the broken-invariant
+        patterns of the other entries that match the same test."""
         problems = []
+        if self.broken_invariants is not None:
+            broken = broken_invariants(record.details)
+            patterns = [*self.broken_invariants, *also]
+            unexplained = [b for b in broken if not any(re.search(p, b) for p in patterns)]
+            if not broken:
+                problems.append("the test recorded no broken invariant")
+            elif unexplained:
+                problems.append(
+                    f"{len(unexplained)} broken invariant(s) no entry explains, first: {unexplained[0]}"
+                )
         if self.errno is not None:
             seen = recorded_errnos(record.details)
             want = getattr(errno, self.errno)
@@ -180,6 +210,29 @@ class ExpectedFailure(BaseModel):
         if self.message is not None and not re.search(self.message, record.message):
             problems.append("its message does not match")
         return "; ".join(problems) or None
+
+
+def broken_invariants(details: Mapping[str, Any]) -> list[str]:
+    """What an error-path test broke, one line each: `<operation> [<route>] fault <n>: <invariant> |
+    stack: <frames>` from each of its `fault_sweeps[].broken[]`, then its `broken_invariants` strings
+    (race tests)."""
+    lines: list[str] = []
+    sweeps = details.get("fault_sweeps")
+    for sweep in sweeps if isinstance(sweeps, list) else ():
+        broken = sweep.get("broken") if isinstance(sweep, Mapping) else None
+        for item in broken if isinstance(broken, list) else ():
+            if not isinstance(item, Mapping):
+                continue
+            stack = item.get("stack")
+            frames = " < ".join(str(f) for f in stack) if isinstance(stack, list) else ""
+            fault = item.get("fault")
+            lines.append(
+                f"{item.get('operation')} [{item.get('route')}] fault {fault if fault is not None else '-'}: "
+                f"{item.get('invariant')} | stack: {frames or '-'}"
+            )
+    extra = details.get("broken_invariants")
+    lines += [str(line) for line in extra] if isinstance(extra, list) else []
+    return lines
 
 
 class KnownIssue(BaseModel):
@@ -276,7 +329,15 @@ def apply_known_issues(
         outcome: Outcome
         was = _first_line(record.message)
         if record.outcome == "failed":
-            mismatch = entry.expected_failure.mismatch(record)
+            also = [
+                pattern
+                for other in entries
+                if other is not entry and other.matches(record.name, kernel_version, topology)
+                for pattern in other.expected_failure.broken_invariants or ()
+            ]
+            mismatch = entry.expected_failure.mismatch(
+                record, also if entry.expected_failure.broken_invariants else ()
+            )
             if mismatch is not None:
                 # The known issue's facts come last: what the test saw matters most to its reader.
                 message = f"not the known issue's failure: expected {entry.expected_failure.describe()}, "
