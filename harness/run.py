@@ -109,10 +109,16 @@ def idle_limit(seen: ConsoleWatch, idle_timeout_s: float, guest_deadline_s: floa
     return max(idle_timeout_s, guest_deadline_s + GUEST_WATCHDOG_MARGIN_S) if starting else idle_timeout_s
 
 
-def known_issue_judge(entries: Sequence[KnownIssue], kernel_version: str, topology: str) -> Judge:
+def known_issue_judge(
+    entries: Sequence[KnownIssue], kernel_version: str, topology: str, fragments: Sequence[str] = ()
+) -> Judge:
     """A test's live outcome after the known issues (a failure they excuse shows as xfailed at once)."""
     return functools.partial(
-        judge_test_frame, entries=entries, kernel_version=kernel_version, topology=topology
+        judge_test_frame,
+        entries=entries,
+        kernel_version=kernel_version,
+        topology=topology,
+        fragments=fragments,
     )
 
 
@@ -126,6 +132,7 @@ def _final_records(
     end: GuestEnd,
     now: float,
     progress: Progress,
+    fragments: Sequence[str] = (),
 ) -> tuple[list[TestRecord], str | None]:
     """The guest's records, judged by the host's byte checks and the known issues, plus the record of
     a test the guest died in (never excused by a known issue: a crash is not the failure it describes)."""
@@ -133,7 +140,7 @@ def _final_records(
     # The selftests' raw outputs sit beside the guest's results (the run directory).
     records = kselftest_records(records, results_path.parent)
     records = byte_checks.apply(records)
-    records = apply_known_issues(records, known, kernel.version, topo.name)
+    records = apply_known_issues(records, known, kernel.version, topo.name, fragments)
     ran_for = now - seen.running_since
     lost = interrupted_record(seen.running, records, end, first_cause(seen, end), duration=ran_for)
     if lost is not None:
@@ -167,7 +174,7 @@ def run_cell(
         return time.monotonic() - t0
 
     known = load_known_issues(KERNELS_DIR / "known-issues.yaml")  # a broken file costs nothing, leaks nothing
-    judge = known_issue_judge(known, kernel.version, topo.name)
+    judge = known_issue_judge(known, kernel.version, topo.name, req.fragments)
     topo = with_selftest_devices(topo, req.kselftests)  # an igb on a free root port for --kselftest vfio
     layout = lay_out(topo)
     started_at = datetime.now(UTC)
@@ -223,7 +230,7 @@ def run_cell(
 
     end = guest_end_of(seen)
     records, truncated = _final_records(
-        Path(plan.results_path), byte_checks, known, kernel, topo, seen, end, now(), progress
+        Path(plan.results_path), byte_checks, known, kernel, topo, seen, end, now(), progress, req.fragments
     )
     evidence = _evidence(seen, end, req, records, truncated, vm.console_tail(), now())
     seen.timeline.mark("results_written", now())

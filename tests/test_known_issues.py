@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -413,3 +414,17 @@ def test_broken_invariant_lines_name_operation_route_fault_and_stack() -> None:
         "dma_buf_phys_vec_to_sgt < vfio_pci_dma_buf_map",
         "race: x",
     ]
+
+
+def test_an_entry_for_a_kernel_variant_applies_only_to_that_variant() -> None:
+    """A leak only kmemleak shows is a failure on the debug kernel and a pass on the plain one."""
+    text = INVARIANT_ENTRIES.replace(
+        "  reason: every unmap leaks", "  variants: [debug]\n  reason: every unmap leaks"
+    )
+    known = parse_known_issues(text, "known-issues.yaml")
+    leaked = _sweep_failure(SG_LEAK, name="test_fault_injection_unmap[dma]")
+    passed = replace(leaked, outcome="passed", details={})
+    debug = apply_known_issues([leaked, passed], known, "7.2.13-hil", "switch-p2p-amd", ("debug",))
+    assert [r.outcome for r in debug] == ["xfailed", "xpassed"]
+    plain = apply_known_issues([leaked, passed], known, "7.2.13-hil", "switch-p2p-amd")
+    assert [r.outcome for r in plain] == ["failed", "passed"]
