@@ -18,7 +18,7 @@ from hil_vfio import (
     resolve_bdf,
 )
 
-from harness.guest.plan import PLAN_ENV, DeviceSpec, GuestPlan, load_plan
+from harness.guest.plan import PLAN_ENV, DeviceSpec, GuestPlan, PlanError, load_plan
 
 # VFIO_DEVICE_FEATURE_PROBE errnos meaning "this kernel has no such feature": vfio_pci_core_ioctl_feature
 # answers ENOTTY for unknown features (so does the !CONFIG_VFIO_PCI_DMABUF stub); EINVAL is accepted
@@ -77,17 +77,40 @@ def exporter(exporter_bdf: str, dma_buf_probe_errno: int) -> Iterator[VfioDevice
         yield dev
 
 
+def _plan_fragments() -> tuple[str, ...]:
+    """The kernel variant's fragments from the plan at collection time; () outside a guest run or when
+    the plan is unreadable (the `plan` fixture then fails the tests that need it, with the reason)."""
+    path = os.environ.get(PLAN_ENV)
+    if not path:
+        return ()
+    try:
+        return load_plan(path).fragments
+    except PlanError:
+        return ()
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Opt-in tests (they panic or hang the guest on purpose) run only when -k names them:
-    some word of the -k expression (other than and/or/not) must occur in the test's name."""
+    some word of the -k expression (other than and/or/not) must occur in the test's name.
+    Tests marked debug_kernel (fault injection, races: slow, and meant for the debug variant) run
+    by default when the plan's kernel has the "debug" fragment, and otherwise only when -k names them.
+    Tests marked run_first / run_last (the kmemleak scans around the suite) are moved there."""
     words = set(re.findall(r"\w+", str(config.getoption("keyword") or ""))) - {"and", "or", "not"}
+    debug = "debug" in _plan_fragments()
     selected, deselected = [], []
     for item in items:
         named = any(word in item.name for word in words)
-        if item.get_closest_marker("opt_in") is not None and not named:
+        opt_in = item.get_closest_marker("opt_in") is not None
+        debug_only = item.get_closest_marker("debug_kernel") is not None
+        if (opt_in and not named) or (debug_only and not (debug or named)):
             deselected.append(item)
         else:
             selected.append(item)
     if deselected:
         config.hook.pytest_deselected(items=deselected)
         items[:] = selected
+    first = [i for i in items if i.get_closest_marker("run_first") is not None]
+    last = [i for i in items if i.get_closest_marker("run_last") is not None]
+    if first or last:
+        middle = [i for i in items if i not in first and i not in last]
+        items[:] = first + middle + last

@@ -357,13 +357,13 @@ INVARIANT_ENTRIES = """
     broken_invariants: ['kmemleak.*__sg_alloc_table < sg_alloc_table < dma_buf_phys_vec_to_sgt']
 """
 
-IOVA_LOST = {
+IOVA_LOST: dict[str, Any] = {
     "operation": "map", "route": "host_bridge_iova", "label": "exporter -> dma", "fault": 9,
     "stack": ["should_failslab", "__kmalloc_noprof", "__sg_alloc_table", "sg_alloc_table",
               "dma_buf_phys_vec_to_sgt", "vfio_pci_dma_buf_map"],
     "invariant": "the retry without a fault: IOVA space lost or mapping changed: the map gives ...",
 }  # fmt: skip
-SG_LEAK = {
+SG_LEAK: dict[str, Any] = {
     "operation": "map",
     "route": "host_bridge_iova",
     "label": "exporter -> dma",

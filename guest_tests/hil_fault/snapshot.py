@@ -1,0 +1,67 @@
+"""The leak invariants as facts: what exists before a step must be exactly what exists after a failed one.
+
+A snapshot is a flat mapping of named facts (each a hashable value); `changes` compares two of them.
+The collectors below read what the kernel exposes: debugfs dma_buf/bufinfo (every dma-buf with its file
+reference count and attached devices), the process's fds, and the importer modules' STATUS per handle.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from hil_importer.bufinfo import parse_attachments
+from hil_vfio.dmabuf import BUFINFO, parse_bufinfo
+
+Facts = dict[str, object]
+FD_DIR = Path("/proc/self/fd")
+
+
+def changes(before: Mapping[str, object], after: Mapping[str, object]) -> list[str]:
+    """Each fact that differs, appeared or vanished, as "name: before -> after" (pure)."""
+    out: list[str] = []
+    for key in sorted(set(before) | set(after)):
+        old, new = before.get(key, "absent"), after.get(key, "absent")
+        if old != new:
+            out.append(f"{key}: {old} -> {new}")
+    return out
+
+
+def bufinfo_facts(text: str) -> Facts:
+    """Per dma-buf: size, file references and attached devices; and how many there are (pure)."""
+    entries = parse_bufinfo(text)
+    attached = parse_attachments(text)
+    facts: Facts = {"dma-bufs": len(entries)}
+    for entry in entries:
+        devices = ", ".join(attached.get(entry.ino, [])) or "none"
+        facts[f"dma-buf ino {entry.ino} ({entry.exp_name})"] = (
+            f"size {entry.size}, {entry.count} refs, attached: {devices}"
+        )
+    return facts
+
+
+def read_bufinfo_facts() -> Facts:
+    try:
+        return bufinfo_facts(BUFINFO.read_text())
+    except OSError as exc:
+        return {"dma-bufs": f"unreadable: {exc}"}
+
+
+def fd_facts() -> Facts:
+    """The process's open fds and what each refers to (the listing's own fd is gone when read)."""
+    facts: Facts = {}
+    for name in os.listdir(FD_DIR):
+        try:
+            facts[f"fd {name}"] = os.readlink(FD_DIR / name)
+        except OSError:
+            continue
+    return facts
+
+
+def system_facts(extra: Callable[[], Facts] | None = None) -> Facts:
+    facts = read_bufinfo_facts()
+    facts.update(fd_facts())
+    if extra is not None:
+        facts.update(extra())
+    return facts
