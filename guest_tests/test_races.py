@@ -304,6 +304,8 @@ def test_race_importers_vs_revocation(
             os.close(fd)
     broken += _leak_invariants(race_baseline, kmsg, has_kmemleak, hil_details)
     hil_details["race"]["broken"] = broken
+    # The shape kernels/known-issues.yaml's broken_invariants patterns are matched against.
+    hil_details["broken_invariants"] = [f"race [seed {seed}]: {line}" for line in broken]
     assert not broken, f"seed {seed}: " + "\n".join(broken)
 
 
@@ -453,6 +455,7 @@ def test_fault_injection_and_race_kmemleak_final(hil_details: dict[str, Any]) ->
     scan = kmemleak.scan(time.monotonic())
     hil_details.update(leaks=[leak.describe() for leak in scan.leaks], waited_s=scan.waited_s,
                        scan_s=scan.scan_s)  # fmt: skip
+    hil_details["broken_invariants"] = [f"kmemleak after the suite: {leak.describe()}" for leak in scan.leaks]
     assert not scan.leaks, f"{len(scan.leaks)} leak(s): " + "; ".join(
         leak.describe() for leak in scan.leaks[:10]
     )
