@@ -264,6 +264,13 @@ def _add_reproduction_tools(sub: argparse._SubParsersAction[argparse.ArgumentPar
     validate.add_argument("-j", "--jobs", type=int, help="cells run at once")
     validate.add_argument("--retries", type=int, default=0, help="as for hil run")
     validate.add_argument(
+        "--fragment",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="build the base and the series as this kernel variant (e.g. debug), as for hil run",
+    )
+    validate.add_argument(
         "--tested-by", metavar="'NAME <EMAIL>'", help="for the Tested-by: line (default git config)"
     )
     _cell_options(

@@ -148,12 +148,14 @@ def am_repository(tree: Path, patches: list[SeriesPatch]) -> Iterator[Callable[[
         yield am
 
 
-def build_outcome(spec: str, prefix: Path | None, progress: Progress) -> BuildOutcome:
+def build_outcome(
+    spec: str, prefix: Path | None, progress: Progress, fragments: tuple[str, ...] = ()
+) -> BuildOutcome:
     from harness.kernels.build import LOG
     from harness.kernels.image import resolve_kernel
 
     try:
-        kimg = resolve_kernel(spec, progress=progress, series=prefix)
+        kimg = resolve_kernel(spec, progress=progress, series=prefix, fragments=fragments)
     except BuildError as exc:
         return BuildOutcome(False, (), exc.log, str(exc))
     log = kimg.build_dir / LOG if kimg.build_dir else None
@@ -189,11 +191,12 @@ def run_matrix(
             invocation=("./hil", *sys.argv[1:]),
             series=series,
             axes=cell.axes,
+            fragments=variant(args),
         )
 
     session = MatrixSession.open(cells, out, None, resume=False, baseline=None, runs_root=out.parent)
     kernels = commands.prepared_kernels(
-        [c.kernel_spec for c in cells], series, getattr(args, "accel", "auto")
+        [c.kernel_spec for c in cells], series, getattr(args, "accel", "auto"), variant(args)
     )
     matrix, _ = session.run(
         cells,
@@ -207,10 +210,17 @@ def run_matrix(
     return matrix
 
 
+def variant(args: argparse.Namespace) -> tuple[str, ...]:
+    """--fragment: the base and the series are built as that kernel variant (e.g. debug)."""
+    return tuple(dict.fromkeys(getattr(args, "fragment", None) or ()))
+
+
 def validate_command(args: argparse.Namespace) -> int:
     """`hil validate`; argparse attributes: series, kernel, topology (list), select, out, jobs,
     tested_by, and as for `hil run`: accel, timeout, idle_timeout, retries."""
     from harness import commands
+    from harness.cell.request import kernel_label
+    from harness.kernels.kconfig import load_fragments
     from harness.paths import REPO_ROOT
     from harness.results.known_issues import KNOWN_ISSUES_FILE
     from harness.rundir import claim_out_dir
@@ -219,13 +229,19 @@ def validate_command(args: argparse.Namespace) -> int:
 
     progress = commands.progress
     inputs = check_inputs(args, commands.RUNS_ROOT, progress)
+    try:
+        load_fragments(variant(args))  # a wrong --fragment is a usage error, found before any work
+    except ConfigError as exc:
+        raise ConfigError(str(exc), "--fragment") from None
     signer = signer_line(getattr(args, "tested_by", None), REPO_ROOT)
     out = claim_out_dir(inputs.out)
     files = prefix_files(inputs.series, inputs.patches, out / "patches")
     for path, content in files:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(content)
-    base = build_outcome(inputs.spec, None, progress)
+    fragments = variant(args)
+    spec_label = kernel_label(inputs.spec, fragments, None)
+    base = build_outcome(inputs.spec, None, progress, fragments)
     if not base.ok:
         raise InfraError(f"the base {inputs.spec} does not build: {base.error}")
 
@@ -245,7 +261,7 @@ def validate_command(args: argparse.Namespace) -> int:
             base,
             am=am,
             checkpatch=checkpatch,
-            build=lambda prefix: build_outcome(inputs.spec, prefix, progress),
+            build=lambda prefix: build_outcome(inputs.spec, prefix, progress, fragments),
             progress=progress,
         )
     last = results[-1]
@@ -253,9 +269,9 @@ def validate_command(args: argparse.Namespace) -> int:
     skipped = ""
     if last.build is not None and last.build.ok:
         base_matrix = run_matrix(
-            args, _cells(inputs.spec, inputs.spec, inputs.topologies), out / "base", None, progress
+            args, _cells(inputs.spec, spec_label, inputs.topologies), out / "base", None, progress
         )
-        label = f"{inputs.spec}+{inputs.series.name}"
+        label = kernel_label(inputs.spec, fragments, inputs.series)
         series_matrix = run_matrix(
             args, _cells(inputs.spec, label, inputs.topologies), out / "series", files[-1][0], progress
         )
