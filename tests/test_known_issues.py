@@ -348,14 +348,14 @@ INVARIANT_ENTRIES = """
 - test: test_fault_injection.py::test_fault_injection_map[dma]
   kernels: ["7.2"]
   reason: a failed map leaks its IOVA span
-  reference: kernels/series/fix-iova-unwind.mbox
+  reference: kernels/series/fix-dma-buf-leaks.mbox
   analysis: the error paths of dma_buf_phys_vec_to_sgt() never free the span dma_iova_try_alloc() took.
   expected_failure:
     broken_invariants: ['IOVA space lost.*\\| stack: .*sg_alloc_table < dma_buf_phys_vec_to_sgt']
 - test: "test_fault_injection.py::*"
   kernels: ["7.2"]
   reason: every unmap leaks the scatterlist
-  reference: kernels/series/fix-sg-leak.mbox
+  reference: kernels/series/fix-dma-buf-leaks.mbox
   analysis: sg_free_table() frees orig_nents entries and dma_buf_phys_vec_to_sgt() cleared orig_nents.
   expected_failure:
     broken_invariants: ['kmemleak.*__sg_alloc_table < sg_alloc_table < dma_buf_phys_vec_to_sgt']
