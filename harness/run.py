@@ -54,6 +54,7 @@ from harness.kselftest.cell import kselftest_records, prepare_kselftests
 from harness.kselftest.devices import with_selftest_devices
 from harness.matrix.cells import TOPOLOGY_FILE
 from harness.paths import GUEST_TESTS_DIR, KERNELS_DIR, REPO_ROOT, cache_dir
+from harness.results.faults import summary_lines as fault_summary
 from harness.results.known_issues import KnownIssue, apply_known_issues, judge_test_frame, load_known_issues
 from harness.results.model import (
     GuestEnd,
@@ -396,6 +397,9 @@ def _done_reason(seen: ConsoleWatch) -> str | None:
 
 def print_cell(result: CellResult, out: Callable[[str], None], *, passed_rows: bool = True) -> None:
     out(summary_table(result.meta, result.records, result.verdict, passed_rows=passed_rows))
+    sweeps = fault_summary(result.records)  # per operation and route: fault sites reached, what broke
+    if sweeps:
+        out("fault injection and races:\n" + "\n".join(f"  {line}" for line in sweeps))
     out(f"time: {breakdown_line(marks_from_json(result.meta.timeline))}")
     for item in result.evidence:
         out(f"{item.kind}:\n{item.excerpt}" if isinstance(item, KernelProblem) else item)
