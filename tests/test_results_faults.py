@@ -89,7 +89,8 @@ def test_capped_and_failed_reference() -> None:
 def test_many_broken_are_cut() -> None:
     sweep = _sweep(broken=[{**BROKEN, "fault": n} for n in range(1, 9)])
     lines = fault_lines([TestRecord("t", "failed", details={"fault_sweeps": [sweep]})])
-    assert lines[-1] == "    - ... and 3 more (results.json: details.fault_sweeps)"
+    assert [line.startswith("    - fault ") for line in lines[2:]] == [True, True, False]
+    assert lines[-1] == "    - ... and 6 more (results.json: details.fault_sweeps)"
 
 
 def test_no_sweeps_no_lines() -> None:
