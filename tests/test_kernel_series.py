@@ -121,6 +121,31 @@ def test_a_clean_series_applies(tmp_path: Path) -> None:
     assert (tree / "b.c").read_text() == "int b = 3;\n"
 
 
+COVER = b"""From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001
+From: Dev <dev@example.org>
+Date: Tue, 24 Nov 2026 00:00:00 +0000
+Subject: [PATCH 0/2] two changes
+
+What the series does, as a cover letter says it.
+
+Dev (2):
+  one
+  two
+
+--
+2.39.5
+
+"""
+
+
+def test_a_series_with_a_cover_letter_applies_its_patches(tmp_path: Path) -> None:
+    tree = _repo(tmp_path, "int b = 1;\n")
+    mbox = tmp_path / "s.mbox"
+    mbox.write_bytes(COVER + MBOX)
+    apply_series(tree, mbox, series.parse_series(COVER + MBOX), lambda _m: None)
+    assert (tree / "b.c").read_text() == "int b = 3;\n"
+
+
 def _git(tree: Path, *args: str) -> None:
     subprocess.run(["git", "-C", str(tree), *series.GIT_IDENTITY, *args], check=True, capture_output=True)
 

@@ -61,6 +61,7 @@ def read_series(path: Path) -> tuple[bytes, list[Patch]]:
 
 def am_argv(tree: Path, mbox: Path) -> list[str]:
     # --no-3way: the pristine tree has no history to merge from; a context mismatch is a failure.
+    # --empty=drop: a cover letter ([PATCH 0/N], no diff), as a posted series has, is not a patch.
     return [
         "git",
         "-C",
@@ -69,6 +70,7 @@ def am_argv(tree: Path, mbox: Path) -> list[str]:
         "am",
         "--no-3way",
         "--committer-date-is-author-date",
+        "--empty=drop",
         str(mbox),
     ]
 
