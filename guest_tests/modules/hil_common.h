@@ -9,6 +9,8 @@
 #include <linux/device.h>
 #include <linux/dma-mapping.h>
 #include <linux/err.h>
+#include <linux/list.h>
+#include <linux/mutex.h>
 #include <linux/pci.h>
 #include <linux/scatterlist.h>
 #include <linux/slab.h>
@@ -82,16 +84,44 @@ static inline struct pci_dev *hil_pci_dev_get(const struct hil_pci_function *f)
  */
 struct hil_dma_mask {
 	bool changed;
+	u64 set;
+};
+
+/*
+ * One override per device, shared by the attachments that asked for the
+ * same mask and undone when the last of them goes: restoring per attachment
+ * put a 32-bit mask back under a live 64-bit mapping of another attachment
+ * of the same device, whose next map then failed (an 8 GiB BAR above 4 GiB,
+ * mapped directly, by concurrent importers of the race test).
+ */
+struct hil_mask_owner {
+	struct list_head node;
+	struct pci_dev *pdev;
+	unsigned int users;
 	u64 saved;
 	u64 saved_coherent;
 	u64 set;
 };
 
+static LIST_HEAD(hil_mask_owners);
+static DEFINE_MUTEX(hil_mask_lock);
+
+static inline struct hil_mask_owner *hil_mask_owner_find(struct pci_dev *pdev)
+{
+	struct hil_mask_owner *o;
+
+	list_for_each_entry(o, &hil_mask_owners, node)
+		if (o->pdev == pdev)
+			return o;
+	return NULL;
+}
+
 static inline int hil_dma_mask_set(struct pci_dev *pdev, u32 bits,
 				   struct hil_dma_mask *m)
 {
 	struct device *dev = &pdev->dev;
-	int ret;
+	struct hil_mask_owner *o;
+	int ret = 0;
 
 	if (!bits)
 		return 0;
@@ -99,33 +129,66 @@ static inline int hil_dma_mask_set(struct pci_dev *pdev, u32 bits,
 		return -EINVAL;
 
 	device_lock(dev);
+	mutex_lock(&hil_mask_lock);
 	if (dev->driver) {
 		ret = -EBUSY;
 		goto out;
 	}
-	m->saved = dma_get_mask(dev);
-	m->saved_coherent = dev->coherent_dma_mask;
-	m->set = DMA_BIT_MASK(bits);
-	ret = dma_set_mask_and_coherent(dev, m->set);
-	m->changed = !ret;
+	o = hil_mask_owner_find(pdev);
+	if (o) {
+		/* Another live attachment holds a different mask: not both. */
+		if (o->set != DMA_BIT_MASK(bits)) {
+			ret = -EBUSY;
+			goto out;
+		}
+		o->users++;
+	} else {
+		o = kzalloc(sizeof(*o), GFP_KERNEL);
+		if (!o) {
+			ret = -ENOMEM;
+			goto out;
+		}
+		o->pdev = pdev;
+		o->users = 1;
+		o->saved = dma_get_mask(dev);
+		o->saved_coherent = dev->coherent_dma_mask;
+		o->set = DMA_BIT_MASK(bits);
+		ret = dma_set_mask_and_coherent(dev, o->set);
+		if (ret) {
+			kfree(o);
+			goto out;
+		}
+		list_add(&o->node, &hil_mask_owners);
+	}
+	m->set = o->set;
+	m->changed = true;
 out:
+	mutex_unlock(&hil_mask_lock);
 	device_unlock(dev);
 	return ret;
 }
 
-/* Put the mask back unless a driver (or another attachment) changed it since. */
+/* The last attachment of an override puts the mask back (unless a driver changed it since). */
 static inline void hil_dma_mask_restore(struct pci_dev *pdev,
 					struct hil_dma_mask *m)
 {
 	struct device *dev = &pdev->dev;
+	struct hil_mask_owner *o;
 
 	if (!m->changed)
 		return;
 	device_lock(dev);
-	if (!dev->driver && dma_get_mask(dev) == m->set) {
-		dma_set_mask(dev, m->saved);
-		dma_set_coherent_mask(dev, m->saved_coherent);
+	mutex_lock(&hil_mask_lock);
+	o = hil_mask_owner_find(pdev);
+	if (o && !--o->users) {
+		if (!dev->driver && dma_get_mask(dev) == o->set) {
+			dma_set_mask(dev, o->saved);
+			dma_set_coherent_mask(dev, o->saved_coherent);
+		}
+		list_del(&o->node);
+		kfree(o);
 	}
+	mutex_unlock(&hil_mask_lock);
 	device_unlock(dev);
 	m->changed = false;
 }
