@@ -406,3 +406,27 @@ def test_build_env_shares_ccache_across_trees() -> None:
     assert env["CCACHE_DEPEND"] == "1"
     tree_plan = BuildPlan(Path("/home/me/linux"), Path("/c/kernels/tree-builds/k"), "k", "c", INPUTS)
     assert build_env(tree_plan, Path("/c/ccache"))["CCACHE_BASEDIR"] == "/home/me/linux"
+
+
+def test_a_seeded_build_rebuilds_what_an_older_series_tree_changed(tmp_path: Path) -> None:
+    """A series tree made before the seed was built: its patched file must look newer than the seed's
+    objects, or make keeps the unpatched object (it did: a 'fixed' kernel that still had the bug)."""
+    import os
+    import subprocess
+
+    from harness.kernels.build import freshen_series_files
+
+    tree = tmp_path / "series-tree"
+    (tree / "drivers").mkdir(parents=True)
+    (tree / "drivers" / "a.c").write_text("int a;\n")
+    (tree / "b.c").write_text("int b;\n")
+    ident = ["-c", "user.name=t", "-c", "user.email=t@t"]
+    for argv in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "pristine"]):
+        subprocess.run(["git", "-C", str(tree), *ident, *argv], check=True)
+    (tree / "drivers" / "a.c").write_text("int a = 1;\n")
+    subprocess.run(["git", "-C", str(tree), *ident, "commit", "-qam", "the fix"], check=True)
+    for name in ("drivers/a.c", "b.c"):
+        os.utime(tree / name, (1_000_000, 1_000_000))  # older than any seed's objects
+    assert freshen_series_files(tree) == ["drivers/a.c"]
+    assert (tree / "drivers" / "a.c").stat().st_mtime > 1_000_000
+    assert (tree / "b.c").stat().st_mtime == 1_000_000

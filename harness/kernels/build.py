@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -214,6 +215,32 @@ def _seed(plan: BuildPlan, seed: Path, progress: Progress) -> None:
     progress(f"seeded from {seed} ({time.monotonic() - t0:.1f} s): only changed files get rebuilt")
 
 
+def freshen_series_files(srctree: Path) -> list[str]:
+    """Give the files a series changed (root commit .. HEAD of the tree) the current mtime. The seed's
+    objects keep their mtimes (cp -a), so when the series tree was made before the seed was built, make
+    would find the unpatched objects newer than the patched sources and keep them: a kernel without
+    its series under the series' name."""
+    git = ["git", "-C", str(srctree)]
+    roots = subprocess.run(
+        [*git, "rev-list", "--max-parents=0", "HEAD"], capture_output=True, text=True, check=False
+    )
+    if roots.returncode != 0 or not roots.stdout.split():
+        return []
+    changed = subprocess.run(
+        [*git, "diff", "--name-only", roots.stdout.split()[0], "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    names = changed.stdout.split() if changed.returncode == 0 else []
+    now = time.time()
+    for name in names:
+        path = srctree / name
+        if path.is_file():
+            os.utime(path, (now, now))
+    return names
+
+
 def configure(
     plan: BuildPlan, progress: Progress, env: dict[str, str], *, nice: int, use_ccache: bool
 ) -> None:
@@ -397,6 +424,7 @@ def _build_locked(
         seed = None if plan.objtree.exists() else _find_seed(plan, tree.lineage)
         if seed is not None:
             _seed(plan, seed, progress)
+            freshen_series_files(tree.path)
             seeded = True
         else:
             plan.objtree.mkdir(parents=True, exist_ok=True)
