@@ -139,7 +139,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--timeout",
         type=float,
-        help="deadline for the whole cell, seconds (default 900, plus 900 per --kselftest directory)",
+        help="deadline for the whole cell, seconds (default 900, 2700 with --fragment debug; plus 900 per "
+        "--kselftest directory)",
     )
     run.add_argument(
         "--idle-timeout",

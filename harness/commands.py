@@ -350,6 +350,9 @@ def _cell_request(args: argparse.Namespace, cell: CellSpec, series: Path | None)
 # iommu binaries may each run minutes under TCG: harness/kselftest/catalog.py).
 DEFAULT_CELL_TIMEOUT_S = 900.0
 KSELFTEST_TIMEOUT_S = 900.0
+# The debug variant runs the default suite about 3x slower under TCG (KASAN, lockdep) and adds the
+# fault-injection sweeps and races: a whole cell took 12 min alone here and passed 900 s under load.
+DEBUG_TIMEOUT_FACTOR = 3.0
 
 
 def cell_timeout(args: argparse.Namespace) -> float:
@@ -359,7 +362,8 @@ def cell_timeout(args: argparse.Namespace) -> float:
             raise ConfigError(f"{given}: a number of seconds above 0", "--timeout")
         return given
     selftests = len(dict.fromkeys(getattr(args, "kselftest", None) or ()))
-    return DEFAULT_CELL_TIMEOUT_S + KSELFTEST_TIMEOUT_S * selftests
+    factor = DEBUG_TIMEOUT_FACTOR if "debug" in (getattr(args, "fragment", None) or ()) else 1.0
+    return DEFAULT_CELL_TIMEOUT_S * factor + KSELFTEST_TIMEOUT_S * selftests
 
 
 def _race_seconds(args: argparse.Namespace) -> float | None:

@@ -31,7 +31,7 @@ def test_dry_run_of_the_debug_variant_names_it_in_the_cell_and_the_reproduce_com
     assert main(argv) == 0
     (block,) = _blocks(capsys.readouterr().out)
     assert block.splitlines()[0] == "cell 1/1: switch-p2p x src:debian-7.2+debug"
-    assert "./hil run --topology switch-p2p --kernel src:debian-7.2 --fragment debug --timeout 900" in block
+    assert "./hil run --topology switch-p2p --kernel src:debian-7.2 --fragment debug --timeout 2700" in block
 
 
 @pytest.mark.parametrize(
@@ -69,3 +69,14 @@ def test_the_reproduce_command_round_trips_every_cell_option() -> None:
     assert opts.fragments == ("debug",)
     assert opts.kselftests == ("vfio", "iommu")
     assert opts.race_seconds == 20.0
+
+
+def test_the_default_deadline_grows_for_the_debug_variant_and_per_selftest_directory() -> None:
+    from argparse import Namespace
+
+    from harness.commands import cell_timeout
+
+    assert cell_timeout(Namespace(timeout=None, fragment=[], kselftest=[])) == 900
+    assert cell_timeout(Namespace(timeout=None, fragment=["debug"], kselftest=[])) == 2700
+    assert cell_timeout(Namespace(timeout=None, fragment=[], kselftest=["vfio", "iommu"])) == 2700
+    assert cell_timeout(Namespace(timeout=120.0, fragment=["debug"], kselftest=["vfio"])) == 120
