@@ -424,7 +424,7 @@ def _build_locked(
         seed = None if plan.objtree.exists() else _find_seed(plan, tree.lineage)
         if seed is not None:
             _seed(plan, seed, progress)
-            freshen_series_files(tree.path)
+            freshen_series_files(plan.srctree)
             seeded = True
         else:
             plan.objtree.mkdir(parents=True, exist_ok=True)
