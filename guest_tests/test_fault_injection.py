@@ -132,7 +132,7 @@ def test_fault_injection_map(
     if mapper.route != "refused":
         mapper.probe = _probe(case, p2p, importer_id)
     case.details["edu_probe"] = mapper.probe is not None
-    faults.sweep(mapper, label=f"{case.exporter_spec.id} -> {importer_id}")
+    faults.sweep(mapper, label=f"{case.exporter_spec.id} -> {importer_id}", restart=mapper.watch.take_move)
     case.details.update(dma_addresses_seen=mapper.watch.seen, dma_address_notes=mapper.watch.notes)
     if mapper.probe is not None:
         case.details["edu_probe_dmas"] = mapper.probe.faults_seen
@@ -150,7 +150,8 @@ def test_fault_injection_unmap(
     mapper = _mapper(case, p2p, importer_id)
     mapper.prepare()
     mapper.settle(mapper.call())  # the reference DMA list
-    faults.sweep(UnmapOp(mapper), label=f"{case.exporter_spec.id} -> {importer_id}")
+    label = f"{case.exporter_spec.id} -> {importer_id}"
+    faults.sweep(UnmapOp(mapper), label=label, restart=mapper.watch.take_move)
     case.details.update(dma_addresses_seen=mapper.watch.seen, dma_address_notes=mapper.watch.notes)
     faults.conclude()
 
@@ -169,7 +170,9 @@ def test_fault_injection_revoke(
     mapper.prepare()
     mapper.settle(mapper.call())
     faults.sweep(
-        RevokeOp(means, case.exporter, mapper), label=f"{means}, {case.exporter_spec.id} -> {importer_id}"
+        RevokeOp(means, case.exporter, mapper),
+        label=f"{means}, {case.exporter_spec.id} -> {importer_id}",
+        restart=mapper.watch.take_move,
     )
     case.details.update(dma_addresses_seen=mapper.watch.seen, dma_address_notes=mapper.watch.notes)
     faults.conclude()
@@ -235,6 +238,6 @@ def test_fault_injection_rdma_umem_get(
     op = RdmaRegOp(rdma.fd, fd, case.function(importer_id), RDMA_MODES[mode], case.bar_size, route,
                    expected_errno=expected, deregister=rdma.deregister, sg=rdma.sg)  # fmt: skip
     case.details.update(importer=importer_id, route=route, mode=mode)
-    faults.sweep(op, label=f"{mode}, {case.exporter_spec.id} -> {importer_id}")
+    faults.sweep(op, label=f"{mode}, {case.exporter_spec.id} -> {importer_id}", restart=op.watch.take_move)
     case.details.update(dma_addresses_seen=op.watch.seen, dma_address_notes=op.watch.notes)
     faults.conclude()

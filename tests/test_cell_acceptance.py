@@ -263,8 +263,7 @@ def test_the_real_guest_entry_and_plugin_on_the_host(tmp_path: Path) -> None:
     tests = tmp_path / "guest_tests"
     tests.mkdir()
     (tests / "test_tiny.py").write_text(
-        "def test_ok(hil_details):\n    hil_details['seen'] = 1\n\n"
-        "def test_bad():\n    assert 1 + 1 == 3\n"
+        "def test_ok(hil_details):\n    hil_details['seen'] = 1\n\ndef test_bad():\n    assert 1 + 1 == 3\n"
     )
     req = CellRequest(
         topology="switch-p2p", kernel_spec="src:debian-7.2", select=None, timeout=120, idle_timeout=60,
@@ -329,8 +328,9 @@ def test_a_matrix_through_the_fake_vm_records_an_infra_error_cell_and_goes_on(
     monkeypatch.setattr(kernel_image, "resolve_kernel", lambda spec, **_kw: kernel(tmp_path))
     monkeypatch.setattr(commands, "_host_facts", lambda image, accel: FACTS)
     monkeypatch.setattr(harness.kernels.modules, "build_test_modules", lambda *_a: NoModules())
-    passing, broken = replay(Recording(SUITE, TOKEN, write_records(PASSED))), replay(
-        Recording("", TOKEN, ending="launch-error")
+    passing, broken = (
+        replay(Recording(SUITE, TOKEN, write_records(PASSED))),
+        replay(Recording("", TOKEN, ending="launch-error")),
     )
 
     def factory(launch: VmLaunch) -> CellVM:

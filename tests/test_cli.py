@@ -68,6 +68,7 @@ def test_run_without_arguments_is_every_topology_on_the_built_kernel(monkeypatch
     from harness import cli
 
     seen: list[argparse.Namespace] = []
+
     def record(args: argparse.Namespace) -> int:
         seen.append(args)
         return 0

@@ -198,6 +198,7 @@ def test_address_watch_notes_the_move_to_64_bit_addresses() -> None:
     watch.check(dma(0xBC000000), "the map")
     assert watch.check(dma(0xFFFFFC000000), "the map") == []  # dma-iommu.c:797, not lost space
     assert len(watch.notes) == 1 and "32-bit" in watch.notes[0]
+    assert watch.take_move() == watch.notes[0] and watch.take_move() is None  # the sweep restarts once
     lost = watch.check(dma(0xFFFFF8000000), "the retry")  # then a lost range is still caught
     assert len(lost) == 1 and "0xfffff8000000" in lost[0]
 

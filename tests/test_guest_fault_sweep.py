@@ -14,8 +14,10 @@ if str(GUEST_TESTS) not in sys.path:
 
 from hil_fault.armed import Outcome  # noqa: E402
 from hil_fault.kmsg import Record  # noqa: E402
+from hil_fault.ops import AddressWatch  # noqa: E402
 from hil_fault.snapshot import Facts  # noqa: E402
-from hil_fault.sweep import NOWARN_SITE, sweep  # noqa: E402
+from hil_fault.sweep import NOWARN_SITE, SweepResult, sweep  # noqa: E402
+from hil_importer.sg import DmaList, SgEntry  # noqa: E402
 
 
 @dataclass
@@ -219,3 +221,86 @@ def test_refused_route_sweep_expects_its_errno() -> None:
     op = Refused(world, ["clean", "clean"])
     result = sweep(op, Injector(world), Log(world), label="x", clock=lambda: 0.0)
     assert result.sites == 2 and result.broken() == []
+
+
+@dataclass
+class Dma32World(World):
+    """The IOVA allocator as dma-iommu.c runs it: a device gets addresses below 4 GiB, top down, until
+    a 32-bit allocation fails; then addresses below 2^48 for good. A leaked span is never given out
+    again, so the next mapping in the same space lands one span lower."""
+
+    span: int = 0x4000000
+    high: bool = False
+    lost: dict[bool, int] = field(default_factory=lambda: {False: 0, True: 0})
+
+    def address(self) -> int:
+        top = (1 << 48) if self.high else 0xC0000000
+        return top - (1 + self.lost[self.high]) * self.span
+
+
+@dataclass
+class WatchedMapOp(FakeOp):
+    """A map whose fault-free DMA list goes through the real AddressWatch. Site kinds: "move" (the
+    32-bit attempt fails, the retry above 4 GiB succeeds), "move-and-lose" (that, and the step loses
+    the span it held: the case a move could hide), "lose" (a failure after the IOVA allocation that
+    does not give the span back)."""
+
+    watch: AddressWatch = field(default_factory=AddressWatch)
+
+    @property
+    def space(self) -> Dma32World:
+        assert isinstance(self.world, Dma32World)
+        return self.world
+
+    def call(self) -> Outcome:
+        for i, kind in enumerate(self.sites):
+            if self.space.should_fail((f"site{i}", "__x64_sys_ioctl")):
+                if kind in ("lose", "move-and-lose"):
+                    self.space.lost[self.space.high] += 1
+                if kind in ("move", "move-and-lose"):
+                    self.space.high = True
+                if kind == "move":
+                    continue  # absorbed: the allocation above 4 GiB succeeded
+                return Outcome(-1, errno.ENOMEM)
+        return Outcome(self.space.address(), 0)
+
+    def settle(self, outcome: Outcome) -> list[str]:
+        if outcome.errno:
+            return []
+        return self.watch.check(DmaList((SgEntry(outcome.ret, self.space.span),), 0), "the map")
+
+
+def _watched(sites: list[str], restart: bool) -> tuple[SweepResult, Injector]:
+    world = Dma32World()
+    op = WatchedMapOp(world, sites)
+    injector = Injector(world)
+    hook = op.watch.take_move if restart else None
+    return sweep(op, injector, Log(world), label="x", clock=lambda: 0.0, restart=hook), injector
+
+
+def test_a_span_lost_by_the_step_that_moves_the_device_is_found_after_the_restart() -> None:
+    # Without the restart the move excuses the step, and the lost 32-bit span is never seen again.
+    missed, _ = _watched(["clean", "move-and-lose", "clean"], restart=False)
+    assert missed.broken() == []
+    result, injector = _watched(["clean", "move-and-lose", "clean"], restart=True)
+    assert injector.armed == [1, 2, 1, 2, 3, 4]  # fault 2 moved the device: from fault 1 again
+    assert result.restarted is not None and result.restarted.startswith("after fault 2: the map: moved")
+    assert [s.n for s in result.first_pass] == [1, 2] and [s.n for s in result.steps] == [1, 2, 3]
+    broken = result.broken()
+    assert [e["fault"] for e in broken] == [2]  # the same fault, now above 4 GiB, loses its span
+    assert "IOVA space lost" in broken[0]["invariant"] and "first pass" not in broken[0]["invariant"]
+    summary = result.summary()
+    assert [s["n"] for s in summary["first_pass_log"]] == [1, 2] and summary["sites"] == 3
+
+
+def test_a_move_alone_restarts_once_and_breaks_nothing() -> None:
+    result, injector = _watched(["move", "clean", "move"], restart=True)
+    assert injector.armed == [1, 1, 2, 3, 4]
+    assert result.broken() == [] and result.sites == 3
+    assert result.restarted is not None and "restarted" in result.summary()
+
+
+def test_a_loss_before_the_move_stays_broken_in_the_first_pass() -> None:
+    result, _ = _watched(["lose", "move", "clean"], restart=True)
+    first = [e for e in result.broken() if e["invariant"].startswith("first pass")]
+    assert [e["fault"] for e in first] == [1] and "IOVA space lost" in first[0]["invariant"]

@@ -11,6 +11,7 @@ import ctypes
 import errno
 import importlib
 import sys
+import threading
 from pathlib import Path
 from types import ModuleType
 
@@ -165,6 +166,59 @@ def test_resolve_bdf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (devices / "not-pci").mkdir()
     with pytest.raises(sysfs.VfioSetupError, match="not a PCI device"):
         sysfs.resolve_bdf(str(devices / "not-pci"))
+
+
+def _fake_pci(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bdf: str) -> Path:
+    """A sysfs with one device that has no driver, an IOMMU group 5 and its /dev/vfio node."""
+    bus, groups, dev_vfio = tmp_path / "bus", tmp_path / "iommu_groups", tmp_path / "dev-vfio"
+    (bus / bdf).mkdir(parents=True)
+    (groups / "5").mkdir(parents=True)
+    (bus / bdf / "iommu_group").symlink_to(groups / "5")
+    dev_vfio.mkdir()
+    (dev_vfio / "5").touch()
+    (tmp_path / "drivers" / "vfio-pci").mkdir(parents=True)
+    monkeypatch.setattr(sysfs, "PCI_DEVICES", bus)
+    monkeypatch.setattr(sysfs, "PCI_DRIVERS_PROBE", tmp_path / "drivers_probe")
+    monkeypatch.setattr(sysfs, "VFIO_PCI_DRIVER", tmp_path / "drivers" / "vfio-pci")
+    monkeypatch.setattr(sysfs, "DEV_VFIO", dev_vfio)
+    return bus / bdf
+
+
+def test_bind_waits_for_the_attach_after_hotplug(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A device just plugged back is matched only once pci_bus_add_device() runs: the driver link
+    # appears after drivers_probe returned.
+    device = _fake_pci(tmp_path, monkeypatch, "0000:01:00.0")
+    timer = threading.Timer(0.3, lambda: (device / "driver").symlink_to(tmp_path / "drivers" / "vfio-pci"))
+    timer.start()
+    try:
+        group = sysfs.bind_to_vfio("0000:01:00.0")
+    finally:
+        timer.join()
+    assert group == sysfs.VfioGroup(5, noiommu=False)
+    assert (device / "driver_override").read_text() == "vfio-pci"
+    assert (tmp_path / "drivers_probe").read_text() == "0000:01:00.0"
+
+
+def test_bind_names_a_device_no_driver_claims(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_pci(tmp_path, monkeypatch, "0000:01:00.0")
+    monkeypatch.setattr(sysfs, "BIND_WAIT_S", 0.2)
+    with pytest.raises(
+        sysfs.VfioSetupError, match=r"0000:01:00.0: bound to None after drivers_probe \(waited"
+    ):
+        sysfs.bind_to_vfio("0000:01:00.0")
+
+
+def test_bind_does_not_wait_on_another_driver(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    device = _fake_pci(tmp_path, monkeypatch, "0000:01:00.0")
+    other = tmp_path / "drivers" / "igb"
+    other.mkdir()
+    (other / "unbind").touch()
+    (device / "driver").symlink_to(other)
+    slept: list[float] = []
+    monkeypatch.setattr(sysfs.time, "sleep", slept.append)
+    with pytest.raises(sysfs.VfioSetupError, match="bound to 'igb' after drivers_probe, expected"):
+        sysfs.bind_to_vfio("0000:01:00.0")  # the fake driver ignores unbind: still igb
+    assert slept == []  # a device some driver claimed will not change by waiting
 
 
 def test_vfio_group_paths() -> None:

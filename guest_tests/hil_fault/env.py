@@ -6,6 +6,7 @@ module before pytest registers it would cost it assertion rewriting."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,8 +42,14 @@ class FaultEnv:
     results: list[SweepResult] = field(default_factory=list)
     last_step_at: float = 0.0
 
-    def sweep(self, op: Operation, label: str, cap: int = DEFAULT_CAP) -> SweepResult:
-        result = sweep(op, self.fail, self.kmsg, label=label, cap=cap)
+    def sweep(
+        self,
+        op: Operation,
+        label: str,
+        cap: int = DEFAULT_CAP,
+        restart: Callable[[], str | None] | None = None,
+    ) -> SweepResult:
+        result = sweep(op, self.fail, self.kmsg, label=label, cap=cap, restart=restart)
         self.results.append(result)
         self.last_step_at = time.monotonic()
         self.details[DETAILS_KEY] = [r.summary() for r in self.results]

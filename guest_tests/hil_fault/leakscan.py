@@ -23,7 +23,7 @@ def place(uptime: float, results: Sequence[SweepResult], tolerance: float) -> Pl
     """Where an object allocated at `uptime` (seconds since boot) came from: inside a step's armed call,
     elsewhere in a sweep (a fault-free run: the reference, a retry, the last), or neither (pure)."""
     for res in results:
-        for step in res.steps:
+        for step in res.all_steps:
             if step.armed_at[0] - tolerance <= uptime <= step.armed_at[1] + tolerance:
                 return Placement(res, step)
     for res in results:
@@ -66,18 +66,23 @@ def _by_time(
 
 def _by_stack(leak: kmemleak.Leak, results: Sequence[SweepResult]) -> tuple[SweepResult, Step | None, str]:
     """Without an allocation time: the step whose failure stack shares the most frames, if any."""
-    steps = [(f"{i}:{s.n}", s.stack) for i, r in enumerate(results) for s in r.steps]
+    # Labelled by position: after a restart the same fault number names two steps.
+    steps = [(f"{i}:{j}", s.stack) for i, r in enumerate(results) for j, s in enumerate(r.all_steps)]
     labels = kmemleak.attribute(leak, steps)
     if not labels:
         return results[0], None, f"kmemleak, not attributed to a step: {leak.describe()}"
-    i, n = (int(x) for x in labels[0].split(":"))
-    step = next(s for s in results[i].steps if s.n == n)
-    others = f" (as do faults {', '.join(lb.split(':')[1] for lb in labels[1:])})" if labels[1:] else ""
+
+    def step_of(label: str) -> tuple[SweepResult, Step]:
+        i, j = (int(x) for x in label.split(":"))
+        return results[i], results[i].all_steps[j]
+
+    res, step = step_of(labels[0])
+    others = f" (as do faults {', '.join(str(step_of(lb)[1].n) for lb in labels[1:])})" if labels[1:] else ""
     text = (
         "kmemleak (no allocation time: attributed by the frames its backtrace shares with this step's "
         f"stack{others}): {leak.describe()}"
     )
-    return results[i], step, text
+    return res, step, text
 
 
 def scan_after(results: Sequence[SweepResult], last_step_at: float, hz: int | None) -> dict[str, Any]:

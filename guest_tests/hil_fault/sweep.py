@@ -11,6 +11,9 @@ with N, run the operation (one call built in advance), read fail-nth back and cl
   result must still be right, and undoing it must leave nothing behind.
 A fault whose stack shows none of the operation's entry frames landed outside it (a page fault of the
 interpreter, say); that step is run again, and recorded as such if it keeps happening.
+When `restart` names a reason after a step (the device's DMA addresses moved for good, so that the
+step's own loss could hide behind the move), the sweep starts again from fault 1, once: the first
+pass's steps are kept, with their broken invariants, and the second pass is the sweep.
 
 Pure apart from what the operation, the injector and the log do: tests/test_guest_fault_sweep.py runs it
 against a fake operation.
@@ -113,6 +116,8 @@ class SweepResult:
     route: str | None
     label: str  # what the operation was run on ("exporter -> dma", "memory-enable", ...)
     steps: list[Step] = field(default_factory=list)
+    first_pass: list[Step] = field(default_factory=list)  # before a restart, if there was one
+    restarted: str | None = None  # why the sweep started again from fault 1
     sites: int | None = None  # fault sites the operation reached (None: the cap was hit first)
     capped: bool = False
     baseline_broken: list[str] = field(default_factory=list)
@@ -121,6 +126,10 @@ class SweepResult:
     duration_s: float = 0.0
     kmemleak: dict[str, Any] | None = None
     window: tuple[float, float] = (0.0, 0.0)  # CLOCK_BOOTTIME at the sweep's start and end
+
+    @property
+    def all_steps(self) -> list[Step]:
+        return self.first_pass + self.steps
 
     def broken(self) -> list[dict[str, Any]]:
         """Every broken invariant as a record entry: operation, route, fault number, stack, invariant."""
@@ -133,6 +142,9 @@ class SweepResult:
 
         for text in self.baseline_broken:
             add(None, None, f"before the sweep: {text}")
+        for step in self.first_pass:
+            for text in step.broken:
+                add(step.n, step.stack, f"first pass (before the restart): {text}")
         for step in self.steps:
             for text in step.broken:
                 add(step.n, step.stack, text)
@@ -161,7 +173,9 @@ class SweepResult:
             "duration_s": round(self.duration_s, 2),
             "kmemleak": self.kmemleak,
             "step_log": [s.to_json() for s in self.steps],
-        }
+            **({"restarted": self.restarted, "first_pass_log": [s.to_json() for s in self.first_pass]}
+               if self.restarted else {}),
+        }  # fmt: skip
 
 
 def _boottime() -> float:
@@ -215,6 +229,17 @@ def _after_failure(op: Operation, log: LogSource, step: Step, before: Facts, out
     step.broken += [f"the retry without a fault: {b}" for b in op.settle(again)]
 
 
+def _reference_run(op: Operation, log: LogSource) -> list[str]:
+    """The operation as it behaves without faults: what is wrong with it already."""
+    op.prepare()
+    log.drain()
+    first = op.call()
+    broken = _report_lines(kernel_reports(log.drain()))
+    if not _completed_as_usual(op, first):
+        broken.append(f"errno {first.errno}, expected {op.expected_errno}")
+    return broken + op.settle(first)
+
+
 def sweep(
     op: Operation,
     injector: Injector,
@@ -224,20 +249,14 @@ def sweep(
     cap: int = DEFAULT_CAP,
     clock: Callable[[], float] = time.monotonic,
     boottime: Callable[[], float] | None = None,
+    restart: Callable[[], str | None] | None = None,
 ) -> SweepResult:
     boottime = boottime or _boottime
     result = SweepResult(op.name, op.route, label)
     started = clock()
     result.window = (boottime(), 0.0)
 
-    # The reference run: the operation as it behaves without faults.
-    op.prepare()
-    log.drain()
-    first = op.call()
-    result.baseline_broken += _report_lines(kernel_reports(log.drain()))
-    if not _completed_as_usual(op, first):
-        result.baseline_broken.append(f"errno {first.errno}, expected {op.expected_errno}")
-    result.baseline_broken += op.settle(first)
+    result.baseline_broken = _reference_run(op, log)
     if result.baseline_broken:
         result.duration_s = clock() - started
         result.window = (result.window[0], boottime())
@@ -272,6 +291,12 @@ def sweep(
         else:
             _after_failure(op, log, step, before, outcome)
         result.steps.append(step)
+        reason = restart() if restart is not None and result.restarted is None else None
+        if reason:
+            result.restarted = f"after fault {n}: {reason}"
+            result.first_pass, result.steps = result.steps, []
+            n = 1
+            continue
         n += 1
     else:
         result.capped = True

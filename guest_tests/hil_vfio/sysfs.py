@@ -15,6 +15,10 @@ VFIO_PCI_DRIVER = Path("/sys/bus/pci/drivers/vfio-pci")
 VFIO_NOIOMMU_PARAM = Path("/sys/module/vfio/parameters/enable_unsafe_noiommu_mode")
 DEV_VFIO = Path("/dev/vfio")
 NODE_WAIT_S = 5.0
+# A device that just came back by hotplug is in sysfs before pci_bus_add_device() lets drivers match it
+# (dev->match_driver is still false): drivers_probe then binds nothing, and the attach that follows a
+# moment later honours driver_override. Measured: 1-2 s on a loaded debug kernel under TCG.
+BIND_WAIT_S = 15.0
 
 
 class VfioSetupError(RuntimeError):
@@ -93,8 +97,13 @@ def bind_to_vfio(bdf: str) -> VfioGroup:
         (PCI_DEVICES / bdf / "driver_override").write_text("vfio-pci")
         PCI_DRIVERS_PROBE.write_text(bdf)
         driver = current_driver(bdf)
+        deadline = time.monotonic() + BIND_WAIT_S
+        while driver is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+            driver = current_driver(bdf)
         if driver != "vfio-pci":
-            raise VfioSetupError(f"{bdf}: bound to {driver!r} after drivers_probe, expected vfio-pci")
+            waited = f" (waited {BIND_WAIT_S:.0f} s)" if driver is None else ""
+            raise VfioSetupError(f"{bdf}: bound to {driver!r} after drivers_probe{waited}, expected vfio-pci")
     return vfio_group(bdf)
 
 
