@@ -36,6 +36,7 @@ from harness.console.watch import (
     PYTEST_BROKEN,
     ConsoleWatch,
     Judge,
+    finished,
     first_cause,
     guest_end_of,
     observe,
@@ -55,7 +56,14 @@ from harness.kselftest.devices import with_selftest_devices
 from harness.matrix.cells import TOPOLOGY_FILE
 from harness.paths import GUEST_TESTS_DIR, KERNELS_DIR, REPO_ROOT, cache_dir
 from harness.results.faults import summary_lines as fault_summary
-from harness.results.known_issues import KnownIssue, apply_known_issues, judge_test_frame, load_known_issues
+from harness.results.known_issues import (
+    KnownIssue,
+    apply_known_issues,
+    apply_known_reports,
+    explain_reports,
+    judge_test_frame,
+    load_known_issues,
+)
 from harness.results.model import (
     GuestEnd,
     RunMeta,
@@ -142,6 +150,7 @@ def _final_records(
     records = kselftest_records(records, results_path.parent)
     records = byte_checks.apply(records)
     records = apply_known_issues(records, known, kernel.version, topo.name, fragments)
+    records = apply_known_reports(records, seen.problems, known, kernel.version, topo.name, fragments)
     ran_for = now - seen.running_since
     lost = interrupted_record(seen.running, records, end, first_cause(seen, end), duration=ran_for)
     if lost is not None:
@@ -229,6 +238,10 @@ def run_cell(
         finally:
             vm.shutdown(before_cleanup=after_stop)
 
+    # A report a known issue explains does not make the cell crashed: judged before the guest's end.
+    seen.problems = explain_reports(
+        seen.problems, known, kernel.version, topo.name, req.fragments, finished=finished(seen)
+    )
     end = guest_end_of(seen)
     records, truncated = _final_records(
         Path(plan.results_path), byte_checks, known, kernel, topo, seen, end, now(), progress, req.fragments
@@ -402,5 +415,10 @@ def print_cell(result: CellResult, out: Callable[[str], None], *, passed_rows: b
         out("fault injection and races:\n" + "\n".join(f"  {line}" for line in sweeps))
     out(f"time: {breakdown_line(marks_from_json(result.meta.timeline))}")
     for item in result.evidence:
-        out(f"{item.kind}:\n{item.excerpt}" if isinstance(item, KernelProblem) else item)
+        if isinstance(item, KernelProblem):
+            known = f" (known issue: {item.known_issue})" if item.known_issue else ""
+            during = f" during {item.during}" if item.during else ""
+            out(f"{item.kind}{during}{known}:\n{item.excerpt}")
+        else:
+            out(item)
     out(f"results: {result.run_dir}")

@@ -362,3 +362,85 @@ def test_pytest_breaking_in_the_guest_is_an_infra_error_not_an_empty_selection(t
     notes = [e for e in result.evidence if isinstance(e, str)]
     assert any("exit status 3" in n and "INTERNALERROR" in n for n in notes), notes
     assert not any("matched no test" in n for n in notes)
+
+
+DMA_WARNING = (
+    "[   12.418306] ------------[ cut here ]------------\n"
+    "[   12.418571] WARNING: kernel/dma/debug.c:1014 at check_unmap+0xdf7/0x2ea0, CPU#0: python/68\n"
+    "[   12.418688] Modules linked in: hil_p2p_importer(O)\n"
+    "[   12.420187] RIP: 0010:check_unmap+0xdf7/0x2ea0\n"
+    "[   12.421000] ---[ end trace 0000000000000000 ]---\n"
+)
+UNMAP_ENTRY = """
+- test: test_data_dma.py::test_edu_copies_through_mapping[whole-bar]
+  kernels: [">=7.2"]
+  topologies: [switch-p2p]
+  reason: a range over 4 GiB without an IOVA is unmapped in pieces of another size
+  reference: docs/bugs/dma-buf-direct-unmap-size.md
+  analysis: constructed for this test
+  expected_failure: {kernel_report: 'WARNING: kernel/dma/debug\\.c:\\d+ at check_unmap'}
+"""
+
+
+def _suite_with(name: str, kernel_log: str) -> str:
+    return (
+        BOOT + frame("start", kernel="7.2.13-hil") + frame("collected", count=1) + frame("begin", name=name)
+        + kernel_log + frame("test", name=name, outcome="passed", duration=0.1)
+        + frame("done", status="finished", exit_code=0, elapsed=1.0) + "[    9.000000] reboot: Power down\n"
+    )  # fmt: skip
+
+
+@pytest.fixture
+def unmap_entry(monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness import run as run_module
+    from harness.results.known_issues import parse_known_issues
+
+    monkeypatch.setattr(run_module, "load_known_issues", lambda _path: parse_known_issues(UNMAP_ENTRY))
+
+
+@pytest.mark.usefixtures("unmap_entry")
+def test_a_kernel_report_a_known_issue_names_is_xfailed_not_crashed(tmp_path: Path) -> None:
+    name = "test_data_dma.py::test_edu_copies_through_mapping[whole-bar]"
+    record = {"name": name, "outcome": "passed"}
+    result, _vm = cell(tmp_path, Recording(_suite_with(name, DMA_WARNING), TOKEN, write_records(record)))
+    assert result.verdict is Verdict.PASSED
+    (judged,) = result.records
+    assert judged.outcome == "xfailed"
+    assert judged.message.startswith("known issue: a range over 4 GiB without an IOVA")
+    assert "kernel report while it ran: WARNING: kernel/dma/debug.c:1014 at check_unmap" in judged.message
+    (problem,) = result.problems()
+    assert problem.during == name and problem.known_issue is not None
+    stored = json.loads((result.run_dir / "results.json").read_text())["evidence"][0]
+    assert stored["during"] == name and stored["known_issue"].endswith(
+        "[docs/bugs/dma-buf-direct-unmap-size.md]"
+    )
+
+
+@pytest.mark.usefixtures("unmap_entry")
+def test_a_known_kernel_report_in_another_test_still_crashes_the_cell(tmp_path: Path) -> None:
+    name = "test_data_dma.py::test_edu_copies_through_mapping[window]"
+    record = {"name": name, "outcome": "passed"}
+    result, _vm = cell(tmp_path, Recording(_suite_with(name, DMA_WARNING), TOKEN, write_records(record)))
+    assert result.verdict is Verdict.CRASHED
+    assert result.problems()[0].known_issue is None and result.records[0].outcome == "passed"
+
+
+@pytest.mark.usefixtures("unmap_entry")
+def test_a_known_kernel_report_that_stops_showing_is_an_unexpected_pass(tmp_path: Path) -> None:
+    name = "test_data_dma.py::test_edu_copies_through_mapping[whole-bar]"
+    record = {"name": name, "outcome": "passed"}
+    result, _vm = cell(tmp_path, Recording(_suite_with(name, ""), TOKEN, write_records(record)))
+    assert result.verdict is Verdict.FAILED
+    assert result.records[0].outcome == "xpassed"
+    assert result.records[0].message.startswith("UNEXPECTED PASS: known issue did not reproduce (no kernel")
+
+
+@pytest.mark.usefixtures("unmap_entry")
+def test_a_known_kernel_report_is_not_excused_in_a_guest_that_did_not_finish(tmp_path: Path) -> None:
+    name = "test_data_dma.py::test_edu_copies_through_mapping[whole-bar]"
+    console = _suite_with(name, DMA_WARNING).split(frame("test", name=name, outcome="passed", duration=0.1))[
+        0
+    ]
+    result, _vm = cell(tmp_path, Recording(console, TOKEN, write_records()), timeout=30)
+    assert result.verdict is Verdict.CRASHED
+    assert result.problems()[0].known_issue is None

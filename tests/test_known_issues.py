@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from harness.console.events import KernelProblem
 from harness.errors import ConfigError
 from harness.paths import GUEST_TESTS_DIR
 from harness.results.known_issues import (
@@ -250,6 +251,7 @@ def test_shipped_entries_excuse_only_the_analysed_eaddrinuse() -> None:
             "errno": "EADDRINUSE",
             "message": None,
             "broken_invariants": None,
+            "kernel_report": None,
         }
         assert after.details["map_errno"] == "EINVAL"  # what the test recorded stays
 
@@ -446,3 +448,72 @@ def test_a_glob_entry_of_broken_invariants_excuses_where_they_show_and_leaves_pa
     passed = replace(leaked, outcome="passed", details={})
     judged = apply_known_issues([leaked, passed], known, "7.2.13-hil", "switch-p2p-amd", ("debug",))
     assert [r.outcome for r in judged] == ["xfailed", "passed"]
+
+
+REPORT_ENTRY = """
+- test: test_data_dma.py::test_edu_copies_through_mapping[whole-bar]
+  kernels: [">=7.2"]
+  reason: unmapped in pieces of another size
+  reference: docs/bugs/dma-buf-direct-unmap-size.md
+  analysis: constructed
+  expected_failure: {kernel_report: 'WARNING: kernel/dma/debug\\.c:\\d+ at check_unmap'}
+- test: "test_races.py::*"
+  kernels: [">=7.2"]
+  reason: the same, in a race
+  reference: docs/bugs/dma-buf-direct-unmap-size.md
+  analysis: constructed
+  expected_failure: {kernel_report: 'check_unmap'}
+"""
+WHOLE = "test_data_dma.py::test_edu_copies_through_mapping[whole-bar]"
+
+
+def _warning(during: str | None) -> KernelProblem:
+    line = "WARNING: kernel/dma/debug.c:1014 at check_unmap+0xdf7/0x2ea0, CPU#0: python/68"
+    return KernelProblem("warning", line, f"[ 1.0] {line}", during=during)
+
+
+def test_a_kernel_report_entry_names_only_the_report() -> None:
+    with pytest.raises(ConfigError, match="kernel_report names what the console shows"):
+        parse_known_issues(REPORT_ENTRY.replace("{kernel_report:", "{errno: EINVAL, kernel_report:", 1))
+    with pytest.raises(ConfigError, match="is not a regular expression"):
+        parse_known_issues(REPORT_ENTRY.replace("check_unmap'}", "check_unmap('}", 1))
+    entry = parse_known_issues(REPORT_ENTRY)[0]
+    assert entry.expected_failure.describe().startswith("a kernel report matching")
+
+
+def test_reports_are_explained_only_during_their_test_in_a_finished_guest() -> None:
+    from harness.results.known_issues import explain_reports
+
+    entries = parse_known_issues(REPORT_ENTRY)
+    problems = [
+        _warning(WHOLE),
+        _warning("test_export.py::test_a"),
+        _warning(None),
+        _warning("test_races.py::x"),
+    ]
+    explained = explain_reports(problems, entries, "7.2.13-hil", "bar-4g-pt", finished=True)
+    assert [p.known_issue is not None for p in explained] == [True, False, False, True]
+    assert (
+        explained[0].known_issue
+        == "unmapped in pieces of another size [docs/bugs/dma-buf-direct-unmap-size.md]"
+    )
+    assert explain_reports(problems, entries, "7.2.13-hil", "bar-4g-pt", finished=False) == problems
+    assert all(p.known_issue is None for p in explain_reports(problems, entries, "7.1.2", "x", finished=True))
+
+
+def test_known_reports_judge_the_tests_that_printed_them() -> None:
+    from harness.results.known_issues import apply_known_reports
+
+    entries = parse_known_issues(REPORT_ENTRY)
+    records = [
+        TestRecord(WHOLE, "passed", 0.1, "", {}),
+        TestRecord("test_races.py::test_race", "passed", 0.1, "", {}),
+        TestRecord("test_races.py::test_other", "failed", 0.1, "boom", {}),
+    ]
+    judged = apply_known_reports(records, [_warning(WHOLE)], entries, "7.2.13-hil", "bar-4g-pt")
+    assert [r.outcome for r in judged] == ["xfailed", "passed", "failed"]  # a glob entry does not xpass
+    assert judged[0].details["known_issue"]["reference"] == "docs/bugs/dma-buf-direct-unmap-size.md"
+    quiet = apply_known_reports(records, [], entries, "7.2.13-hil", "bar-4g-pt")
+    assert [r.outcome for r in quiet] == ["xpassed", "passed", "failed"]
+    # A kernel_report entry never judges a record by its own failure.
+    assert apply_known_issues(records, entries, "7.2.13-hil", "bar-4g-pt") == records

@@ -70,6 +70,8 @@ class KernelProblem:
     first_line: str
     excerpt: str
     complete: bool = True
+    during: str | None = None  # the test the guest was running (set by the watch, not the parser)
+    known_issue: str | None = None  # "reason [reference]" of the known-issues entry that explains it
 
 
 @dataclass(frozen=True)

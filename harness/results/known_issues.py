@@ -5,6 +5,12 @@ test recorded, a pattern in its message), becomes "xfailed" (the run can pass). 
 test that is not the analysed one stays "failed": the entry excuses one understood bug, not the test.
 A matching *pass* becomes "xpassed", which fails the run, because an entry that no longer reproduces
 is stale or too broad and would otherwise keep hiding regressions.
+
+An entry can instead name a kernel report (`expected_failure.kernel_report`: a WARNING that DMA-API
+debugging prints while a test passes, say). A report on the console makes the cell `crashed`; one that
+such an entry explains - printed while its test ran, in a guest that went on to finish the suite - does
+not, and the test that printed it becomes "xfailed" with the report as its evidence. A test the entry
+names exactly that passes without the report is "xpassed", as above.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from pydantic import (
     model_validator,
 )
 
+from harness.console.events import KernelProblem
 from harness.errors import ConfigError
 from harness.guest.protocol import is_errno_field
 from harness.paths import KERNELS_DIR
@@ -142,6 +149,10 @@ class ExpectedFailure(BaseModel):
     # must match a pattern of this entry or of another entry for the same test, kernel and topology that
     # also names broken invariants: two analysed bugs can break one test, and neither may hide a third.
     broken_invariants: list[str] | None = Field(default=None, min_length=1)
+    # A regular expression searched in the first line of a kernel report printed while the test ran
+    # ("WARNING: kernel/dma/debug.c:\d+ at check_unmap"). Given alone: it says what the console shows,
+    # not how the test's own record fails.
+    kernel_report: str | None = Field(default=None, min_length=1)
 
     @field_validator("errno")
     @classmethod
@@ -150,7 +161,7 @@ class ExpectedFailure(BaseModel):
             raise ValueError(f"{value!r} is not an errno symbol (examples: 'EINVAL', 'EADDRINUSE')")
         return value
 
-    @field_validator("message")
+    @field_validator("message", "kernel_report")
     @classmethod
     def _regex(cls, value: str | None) -> str | None:
         if value is not None:
@@ -173,13 +184,23 @@ class ExpectedFailure(BaseModel):
     @model_validator(mode="after")
     def _says_something(self) -> ExpectedFailure:
         # An empty spec would excuse any failure of the test, which is what the spec exists to prevent.
-        if self.errno is None and self.message is None and self.broken_invariants is None:
+        record_fields = (self.errno, self.message, self.broken_invariants)
+        if self.kernel_report is not None:
+            if any(f is not None for f in record_fields):
+                raise ValueError(
+                    "kernel_report names what the console shows while the test passes: give it alone"
+                )
+            return self
+        if all(f is None for f in record_fields):
             raise ValueError(
-                "name the analysed failure: errno, message (a regex), broken_invariants, or more"
+                "name the analysed failure: errno, message (a regex), broken_invariants, "
+                "kernel_report, or more"
             )
         return self
 
     def describe(self) -> str:
+        if self.kernel_report:
+            return f"a kernel report matching {self.kernel_report!r} while the test ran"
         parts = [f"errno {self.errno}"] if self.errno else []
         parts += [f"message matching {self.message!r}"] if self.message else []
         if self.broken_invariants:
@@ -341,6 +362,7 @@ def apply_known_issues(
     not what went wrong, so it stays visible too.
     """
     result: list[TestRecord] = []
+    entries = [e for e in entries if e.expected_failure.kernel_report is None]  # explain_reports' own
     for record in records:
         entry = next(
             (e for e in entries if e.matches(record.name, kernel_version, topology, fragments)), None
@@ -378,6 +400,88 @@ def apply_known_issues(
             outcome = "xpassed"
         details = {**record.details, "known_issue": entry.model_dump()}
         result.append(replace(record, outcome=outcome, message=message, details=details))
+    return result
+
+
+def _label(entry: KnownIssue) -> str:
+    return f"{entry.reason} [{entry.reference}]"
+
+
+def _explaining(
+    problem: KernelProblem,
+    entries: Sequence[KnownIssue],
+    kernel_version: str,
+    topology: str,
+    fragments: Sequence[str],
+) -> KnownIssue | None:
+    if problem.during is None:
+        return None
+    return next(
+        (
+            e for e in entries
+            if e.expected_failure.kernel_report is not None
+            and re.search(e.expected_failure.kernel_report, problem.first_line)
+            and e.matches(problem.during, kernel_version, topology, fragments)
+        ),
+        None,
+    )  # fmt: skip
+
+
+def explain_reports(
+    problems: Sequence[KernelProblem],
+    entries: Sequence[KnownIssue],
+    kernel_version: str,
+    topology: str,
+    fragments: Sequence[str] = (),
+    *,
+    finished: bool,
+) -> list[KernelProblem]:
+    """`problems` with `known_issue` set on each that an entry's kernel_report explains. Only in a guest
+    that `finished` the suite: a report the kernel did not survive is never excused."""
+    if not finished:
+        return list(problems)
+    out = []
+    for problem in problems:
+        entry = _explaining(problem, entries, kernel_version, topology, fragments)
+        out.append(problem if entry is None else replace(problem, known_issue=_label(entry)))
+    return out
+
+
+def apply_known_reports(
+    records: Sequence[TestRecord],
+    problems: Sequence[KernelProblem],
+    entries: Sequence[KnownIssue],
+    kernel_version: str,
+    topology: str,
+    fragments: Sequence[str] = (),
+) -> list[TestRecord]:
+    """The records as the kernel_report entries judge them: a test that passed while printing the
+    report an entry names is "xfailed"; one the entry names exactly that passed without it, "xpassed".
+    A glob entry names where the report may show, not that every test it covers must print it."""
+    reporting = [e for e in entries if e.expected_failure.kernel_report is not None]
+    result = []
+    for record in records:
+        entry = next(
+            (e for e in reporting if e.matches(record.name, kernel_version, topology, fragments)), None
+        )
+        if entry is None or record.outcome != "passed":
+            result.append(record)
+            continue
+        seen = [
+            p for p in problems
+            if p.during == record.name
+            and _explaining(p, [entry], kernel_version, topology, fragments) is not None
+        ]  # fmt: skip
+        details = {**record.details, "known_issue": entry.model_dump()}
+        if seen:
+            reports = "; ".join(dict.fromkeys(p.first_line.strip() for p in seen))
+            message = f"known issue: {_label(entry)}; kernel report while it ran: {reports}"
+            result.append(replace(record, outcome="xfailed", message=message, details=details))
+        elif entry.test == record.name:
+            message = f"UNEXPECTED PASS: known issue did not reproduce (no kernel report): {_label(entry)}"
+            result.append(replace(record, outcome="xpassed", message=message, details=details))
+        else:
+            result.append(record)
     return result
 
 

@@ -26,13 +26,18 @@ Evidence = KernelProblem | str
 truncated results line, a malformed marker)."""
 
 
+def _problem_json(problem: KernelProblem) -> dict[str, Any]:
+    out: dict[str, Any] = {"kind": problem.kind, "first_line": problem.first_line,
+                           "complete": problem.complete, "excerpt": problem.excerpt}  # fmt: skip
+    if problem.during is not None:
+        out["during"] = problem.during
+    if problem.known_issue is not None:
+        out["known_issue"] = problem.known_issue
+    return out
+
+
 def evidence_json(items: Sequence[Evidence]) -> list[dict[str, Any]]:
-    return [
-        {"kind": i.kind, "first_line": i.first_line, "complete": i.complete, "excerpt": i.excerpt}
-        if isinstance(i, KernelProblem)
-        else {"kind": "note", "text": i}
-        for i in items
-    ]
+    return [_problem_json(i) if isinstance(i, KernelProblem) else {"kind": "note", "text": i} for i in items]
 
 
 def results_json(
