@@ -20,7 +20,7 @@ from harness.kselftest.devices import with_selftest_devices
 from harness.kselftest.manifest import ManifestEntry, output_paths, read_manifest, write_manifest
 from harness.paths import GUEST_TESTS_DIR
 from harness.results.model import TestRecord
-from harness.topology import lay_out, load_topology, qemu_topology_args, topology_json
+from harness.topology import lay_out, load_topology, qemu_topology_args, standalone_qemu_argv, topology_json
 from harness.topology.model import Topology
 
 
@@ -43,6 +43,18 @@ def test_vfio_gets_an_igb_on_a_new_root_port_and_topology_json_says_so() -> None
     assert layout.device("ks-igb").pci_id == (0x8086, 0x10C9)
     assert "igb,id=ks-igb,bus=ks-rp-igb,addr=00.0" in qemu_topology_args(layout, "/tmp/r")
     assert '"kind": "igb"' in topology_json(topo)
+
+
+def test_vfio_gets_the_memory_its_driver_test_pins() -> None:
+    base = load_topology("switch-p2p")
+    assert base.machine.memory == 1 << 30
+    assert with_selftest_devices(base, ("iommu", "vfio")).machine.memory == 3 << 30
+    data = base.model_dump()
+    data["machine"]["memory"] = 4 << 30
+    roomy = Topology.model_validate(data)
+    assert with_selftest_devices(roomy, ("vfio",)).machine.memory == 4 << 30  # never lowered
+    argv = standalone_qemu_argv(lay_out(with_selftest_devices(base, ("vfio",))), "/tmp/r")
+    assert argv[argv.index("-m") + 1] == "3072M"
 
 
 def test_no_device_needed_leaves_the_topology_untouched() -> None:

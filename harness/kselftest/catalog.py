@@ -8,6 +8,9 @@ sources (tools/testing/selftests/<name>), 7.2.13 and 7.3.4:
   and skip when mmap() fails (vfio_dma_mapping_test.c:144-148): 2 MiB hugepages are reserved.
   vfio_pci_sriov_uapi_test creates a VF (sysfs sriov_numvfs), which vfio-pci allows only with its
   enable_sriov parameter (drivers/vfio/pci/vfio_pci.c:55, 0644: writable at runtime).
+  vfio_pci_driver_test's fixture maps 1 GiB of shared anonymous memory and pins it through the IOMMU
+  (vfio_pci_driver_test.c:86, region_setup): in the topologies' 1 GiB guest every variant failed its
+  mmap() with ENOMEM (7.3.4, all 35 subtests), so the guest gets 3 GiB.
 - iommu: iommufd and iommufd_fail_nth drive the mock domain of CONFIG_IOMMUFD_TEST (iommu/config),
   iommufd_fail_nth also the fault-injection debugfs (FAULT_INJECTION_DEBUG_FS, FAILSLAB); no device.
   iommufd.c maps MAP_HUGETLB buffers (access_domain_destory: 2 hugepages, the *_hugepage mock domains,
@@ -31,6 +34,7 @@ class Selftest:
     name: str
     device: str | None = None  # topology device kind the binaries get as their BDF argument
     hugepages_2m: int = 0
+    min_memory: int = 0  # bytes of guest RAM the binaries need; the topology's is raised to it
     # (sysfs parameter file, value) written before the binaries run
     module_params: tuple[tuple[str, str], ...] = ()
     timeout_s: float = DEFAULT_BINARY_TIMEOUT_S
@@ -47,6 +51,7 @@ CATALOG: dict[str, Selftest] = {
         name="vfio",
         device="igb",
         hugepages_2m=16,
+        min_memory=3 << 30,
         module_params=(("/sys/module/vfio_pci/parameters/enable_sriov", "Y"),),
         timeout_s=300.0,
         host_packages=("uuid-dev",),
@@ -62,6 +67,11 @@ CATALOG: dict[str, Selftest] = {
 
 def selftest(name: str) -> Selftest:
     return CATALOG.get(name, Selftest(name=name))
+
+
+def needed_memory(names: tuple[str, ...]) -> int:
+    """Guest RAM the selftests need at least (0: no minimum)."""
+    return max((selftest(n).min_memory for n in names), default=0)
 
 
 def needed_devices(names: tuple[str, ...]) -> tuple[str, ...]:

@@ -1,5 +1,5 @@
-"""The machine a cell boots when selftests need a device: the topology plus that device on a root port
-of its own. Pure.
+"""The machine a cell boots when selftests need a device or more memory: the topology plus that device on
+a root port of its own, and at least the memory they need. Pure.
 
 Why add rather than edit every shipped topology: the device only exists for the selftests, so a run
 without --kselftest boots exactly the machine it always did (same topology_sha256, comparable with
@@ -11,7 +11,7 @@ between topologies. The added device is in the cell's topology.json like any oth
 from __future__ import annotations
 
 from harness.errors import ConfigError
-from harness.kselftest.catalog import needed_devices
+from harness.kselftest.catalog import needed_devices, needed_memory
 from harness.topology.axes import variant_from_json
 from harness.topology.model import MAX_ROOT_PORTS, Topology
 
@@ -25,10 +25,12 @@ def device_id(kind: str) -> str:
 
 
 def with_selftest_devices(topo: Topology, kselftests: tuple[str, ...]) -> Topology:
-    """`topo` with one device of each kind the selftests need, each on a new ACS root port; `topo`
-    itself when none is needed or the topology already has a device of that kind (then that one is used)."""
+    """`topo` with one device of each kind the selftests need, each on a new ACS root port, and the
+    guest memory raised to what they need; `topo` itself when it has both already (a device of a
+    needed kind there is the one used)."""
     kinds = [k for k in needed_devices(kselftests) if not any(d.kind == k for d in topo.devices)]
-    if not kinds:
+    memory = needed_memory(kselftests)
+    if not kinds and topo.machine.memory >= memory:
         return topo
     if len(topo.root_ports) + len(kinds) > MAX_ROOT_PORTS:
         raise ConfigError(
@@ -36,6 +38,7 @@ def with_selftest_devices(topo: Topology, kselftests: tuple[str, ...]) -> Topolo
             f"{', '.join(kinds)} (at most {MAX_ROOT_PORTS}), which --kselftest {' '.join(kselftests)} needs"
         )
     data = topo.model_dump()
+    data["machine"]["memory"] = max(topo.machine.memory, memory)
     for kind in kinds:
         port = f"{PORT_PREFIX}{kind}"
         data["root_ports"].append({"id": port, "acs": True})
