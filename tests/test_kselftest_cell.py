@@ -48,13 +48,13 @@ def test_vfio_gets_an_igb_on_a_new_root_port_and_topology_json_says_so() -> None
 def test_vfio_gets_the_memory_its_driver_test_pins() -> None:
     base = load_topology("switch-p2p")
     assert base.machine.memory == 1 << 30
-    assert with_selftest_devices(base, ("iommu", "vfio")).machine.memory == 3 << 30
+    assert with_selftest_devices(base, ("iommu", "vfio")).machine.memory == 4 << 30
     data = base.model_dump()
-    data["machine"]["memory"] = 4 << 30
+    data["machine"]["memory"] = 6 << 30
     roomy = Topology.model_validate(data)
-    assert with_selftest_devices(roomy, ("vfio",)).machine.memory == 4 << 30  # never lowered
+    assert with_selftest_devices(roomy, ("vfio",)).machine.memory == 6 << 30  # never lowered
     argv = standalone_qemu_argv(lay_out(with_selftest_devices(base, ("vfio",))), "/tmp/r")
-    assert argv[argv.index("-m") + 1] == "3072M"
+    assert argv[argv.index("-m") + 1] == "4096M"
 
 
 def test_no_device_needed_leaves_the_topology_untouched() -> None:
@@ -167,7 +167,8 @@ def test_error_message_picks_the_error_lines() -> None:
 def _entry() -> ManifestEntry:
     return ManifestEntry(
         name="vfio", built=True, out_dir="/cache/out", binaries=("a_test", "b_test"), device="ks-igb",
-        hugepages_2m=16, module_params=(("/sys/module/vfio_pci/parameters/enable_sriov", "Y"),),
+        hugepages_2m=16, hugepages_1g=1,
+        module_params=(("/sys/module/vfio_pci/parameters/enable_sriov", "Y"),),
         timeouts={"a_test": 300.0, "b_test": 60.0},
     )  # fmt: skip
 
@@ -182,13 +183,32 @@ def test_manifest_reads_the_same_on_both_sides(tmp_path: Path) -> None:
         "/cache/out",
         ("a_test", "b_test"),
     )
-    assert (guest.device, guest.hugepages_2m, guest.timeouts) == (
+    assert (guest.device, guest.hugepages_2m, guest.hugepages_1g, guest.timeouts) == (
         "ks-igb",
         16,
+        1,
         {"a_test": 300.0, "b_test": 60.0},
     )
     assert guest.module_params == _entry().module_params
     assert guest.outputs(tmp_path, "a_test") == output_paths(tmp_path, "vfio", "a_test")
+
+
+def test_the_guest_reserves_the_gigantic_page_before_the_small_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prepare = _guest("hil_kselftest.prepare")
+    manifest = _guest("hil_kselftest.manifest")
+    for kb in (2048, 1 << 20):
+        (tmp_path / f"hugepages-{kb}kB").mkdir()
+        (tmp_path / f"hugepages-{kb}kB" / "nr_hugepages").write_text("0")
+    monkeypatch.setattr(prepare, "HUGEPAGES", tmp_path)
+    selftest = manifest.Selftest("vfio", True, tmp_path, ("a_test",), hugepages_2m=16, hugepages_1g=1)
+    args, done = prepare.prepare_selftest(selftest, None)
+    assert args == []
+    assert done == ["1 GiB hugepages: 1 of 1 asked", "2 MiB hugepages: 16 of 16 asked"]
+    (tmp_path / "hugepages-1048576kB").rename(tmp_path / "gone")  # a kernel without gigantic pages
+    _args, done = prepare.prepare_selftest(selftest, None)
+    assert done[0].startswith("1 GiB hugepages not reserved: [Errno 2]")
 
 
 def test_records_replace_the_wrappers_of_finished_binaries(tmp_path: Path) -> None:

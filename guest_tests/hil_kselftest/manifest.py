@@ -17,6 +17,7 @@ class Selftest:
     binaries: tuple[str, ...]
     device: str | None = None
     hugepages_2m: int = 0
+    hugepages_1g: int = 0
     module_params: tuple[tuple[str, str], ...] = ()
     timeouts: dict[str, float] = field(default_factory=dict)
 
@@ -39,6 +40,7 @@ def load_manifest(run_dir: Path) -> list[Selftest]:
             binaries=tuple(str(b) for b in e["binaries"]),
             device=None if e.get("device") is None else str(e["device"]),
             hugepages_2m=int(e.get("hugepages_2m", 0)),
+            hugepages_1g=int(e.get("hugepages_1g", 0)),
             module_params=tuple((str(p[0]), str(p[1])) for p in e.get("module_params", [])),
             timeouts={str(k): float(v) for k, v in dict(e.get("timeouts", {})).items()},
         )

@@ -11,7 +11,7 @@ from hil_vfio.sysfs import iommu_group_number
 from harness.guest.plan import GuestPlan
 from hil_kselftest.manifest import Selftest
 
-NR_HUGEPAGES_2M = Path("/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages")
+HUGEPAGES = Path("/sys/kernel/mm/hugepages")
 
 
 class NotRunnable(Exception):
@@ -41,13 +41,13 @@ def prepare_selftest(selftest: Selftest, plan: GuestPlan) -> tuple[list[str], li
         bind_to_vfio(bdf)  # setup.sh: unbind, driver_override=vfio-pci, bind (here: drivers_probe)
         done.append(f"{spec.id} {bdf} bound to vfio-pci")
         args.append(bdf)  # lib/libvfio.c get_bdfs_cmdline(): trailing BDF arguments
-    if selftest.hugepages_2m:
-        try:
-            NR_HUGEPAGES_2M.write_text(str(selftest.hugepages_2m))
-            got = NR_HUGEPAGES_2M.read_text().strip()
-            done.append(f"2 MiB hugepages: {got} of {selftest.hugepages_2m} asked")
-        except OSError as exc:
-            done.append(f"2 MiB hugepages not reserved: {exc}")
+    # The 1 GiB page first: it needs an aligned free GiB, which the 2 MiB pages could break up.
+    for size, count, kb in (
+        ("1 GiB", selftest.hugepages_1g, 1 << 20),
+        ("2 MiB", selftest.hugepages_2m, 2048),
+    ):
+        if count:
+            done.append(_reserve_hugepages(size, count, HUGEPAGES / f"hugepages-{kb}kB" / "nr_hugepages"))
     for param, value in selftest.module_params:
         try:
             Path(param).write_text(value)
@@ -55,3 +55,12 @@ def prepare_selftest(selftest: Selftest, plan: GuestPlan) -> tuple[list[str], li
         except OSError as exc:
             done.append(f"{param} not set: {exc}")
     return args, done
+
+
+def _reserve_hugepages(size: str, count: int, knob: Path) -> str:
+    """What a binary that maps MAP_HUGETLB pages of `size` will find (it skips or fails without them)."""
+    try:
+        knob.write_text(str(count))
+        return f"{size} hugepages: {knob.read_text().strip()} of {count} asked"
+    except OSError as exc:
+        return f"{size} hugepages not reserved: {exc}"

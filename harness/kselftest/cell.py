@@ -51,6 +51,7 @@ def prepare_kselftests(
                 build_message=built.message,
                 device=device,
                 hugepages_2m=spec.hugepages_2m,
+                hugepages_1g=spec.hugepages_1g,
                 module_params=spec.module_params,
                 timeouts={b: spec.timeout_for(b) for b in built.binaries},
             )

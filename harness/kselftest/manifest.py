@@ -23,6 +23,7 @@ class ManifestEntry:
     build_message: str = ""
     device: str | None = None  # plan device id whose BDF the binaries get
     hugepages_2m: int = 0
+    hugepages_1g: int = 0
     module_params: tuple[tuple[str, str], ...] = ()
     timeouts: dict[str, float] = field(default_factory=dict)
 
@@ -46,6 +47,7 @@ def entry_to_json(entry: ManifestEntry) -> dict[str, Any]:
         "build_message": entry.build_message,
         "device": entry.device,
         "hugepages_2m": entry.hugepages_2m,
+        "hugepages_1g": entry.hugepages_1g,
         "module_params": [list(p) for p in entry.module_params],
         "timeouts": dict(entry.timeouts),
     }
@@ -75,6 +77,7 @@ def read_manifest(run_dir: Path) -> list[ManifestEntry]:
             build_message=str(e.get("build_message", "")),
             device=None if e.get("device") is None else str(e["device"]),
             hugepages_2m=int(e.get("hugepages_2m", 0)),
+            hugepages_1g=int(e.get("hugepages_1g", 0)),
             module_params=tuple((str(p[0]), str(p[1])) for p in e.get("module_params", [])),
             timeouts={str(k): float(v) for k, v in dict(e.get("timeouts", {})).items()},
         )
