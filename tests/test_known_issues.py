@@ -517,3 +517,27 @@ def test_known_reports_judge_the_tests_that_printed_them() -> None:
     assert [r.outcome for r in quiet] == ["xpassed", "passed", "failed"]
     # A kernel_report entry never judges a record by its own failure.
     assert apply_known_issues(records, entries, "7.2.13-hil", "bar-4g-pt") == records
+
+
+def test_a_report_another_matching_entry_explains_is_not_an_unexpected_pass() -> None:
+    from harness.results.known_issues import apply_known_reports
+
+    both = (
+        REPORT_ENTRY
+        + """
+- test: "test_data_dma.py::*"
+  kernels: [">=7.2"]
+  reason: DMA-API debug sees overlapping entries
+  reference: docs/bugs/x.md
+  analysis: constructed
+  expected_failure: {kernel_report: 'add_dma_entry'}
+"""
+    )
+    entries = parse_known_issues(both)
+    line = "WARNING: kernel/dma/debug.c:465 at add_dma_entry+0x3a6/0x490, CPU#1: python/101"
+    other = KernelProblem("warning", line, line, during=WHOLE)
+    (judged,) = apply_known_reports(
+        [TestRecord(WHOLE, "passed", 0.1, "", {})], [other], entries, "7.2.13-hil", "bar-4g-pt"
+    )
+    assert judged.outcome == "xfailed"
+    assert judged.details["known_issue"]["reference"] == "docs/bugs/x.md"

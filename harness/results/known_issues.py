@@ -461,24 +461,23 @@ def apply_known_reports(
     reporting = [e for e in entries if e.expected_failure.kernel_report is not None]
     result = []
     for record in records:
-        entry = next(
-            (e for e in reporting if e.matches(record.name, kernel_version, topology, fragments)), None
-        )
-        if entry is None or record.outcome != "passed":
+        matching = [e for e in reporting if e.matches(record.name, kernel_version, topology, fragments)]
+        if not matching or record.outcome != "passed":
             result.append(record)
             continue
-        seen = [
-            p for p in problems
-            if p.during == record.name
-            and _explaining(p, [entry], kernel_version, topology, fragments) is not None
-        ]  # fmt: skip
-        details = {**record.details, "known_issue": entry.model_dump()}
-        if seen:
-            reports = "; ".join(dict.fromkeys(p.first_line.strip() for p in seen))
+        during = [p for p in problems if p.during == record.name]
+        # Every entry that applies is asked (an exact one and a glob may both name the test's report).
+        explained = [(p, e) for p in during if (e := _explaining(p, matching, kernel_version, topology,
+                                                                   fragments)) is not None]  # fmt: skip
+        if explained:
+            entry = explained[0][1]
+            reports = "; ".join(dict.fromkeys(p.first_line.strip() for p, _e in explained))
             message = f"known issue: {_label(entry)}; kernel report while it ran: {reports}"
+            details = {**record.details, "known_issue": entry.model_dump()}
             result.append(replace(record, outcome="xfailed", message=message, details=details))
-        elif entry.test == record.name:
-            message = f"UNEXPECTED PASS: known issue did not reproduce (no kernel report): {_label(entry)}"
+        elif exact := next((e for e in matching if e.test == record.name), None):
+            message = f"UNEXPECTED PASS: known issue did not reproduce (no kernel report): {_label(exact)}"
+            details = {**record.details, "known_issue": exact.model_dump()}
             result.append(replace(record, outcome="xpassed", message=message, details=details))
         else:
             result.append(record)
