@@ -16,7 +16,7 @@ from hil_fault.kconfig import missing_options, parse_config  # noqa: E402
 from hil_fault.kmemleak import attribute, parse_leaks  # noqa: E402
 from hil_fault.kmsg import FaultStack  # noqa: E402
 from hil_fault.knobs import SWEEP_SETTINGS, KnobError, sweep_knobs  # noqa: E402
-from hil_fault.snapshot import bufinfo_facts, changes  # noqa: E402
+from hil_fault.snapshot import bufinfo_facts, changes, dma_api_entry_facts, dma_api_facts  # noqa: E402
 
 # mm/kmemleak.c print_unreferenced() as 7.2 prints it (stack_depot frames, no addresses).
 KMEMLEAK_READ = """unreferenced object 0xffff888004e4c780 (size 64):
@@ -166,6 +166,37 @@ def test_bufinfo_facts_and_changes() -> None:
         "fd 7: absent -> anon_inode:dmabuf",
     ]
     assert changes(facts, facts) == []
+
+
+# kernel/dma/debug.c dump_show, 7.2.13: "%s %s %s idx %d P=%pa D=%llx L=%llx cln=%pa %s %s attrs=0x%lx"
+DMA_API_DUMP = (
+    "hil_p2p_importer 0000:05:00.0 single idx 1984 P=0x0000000f800000000 D=f800000000 L=200000000 "
+    "cln=0x00000003e0000000 DMA_BIDIRECTIONAL dma map error checked attrs=0x400\n"
+    "edu 0000:06:00.0 single idx 1984 P=0x0000000f800000000 D=f800000000 L=200000000 "
+    "cln=0x00000003e0000000 DMA_BIDIRECTIONAL dma map error checked attrs=0x400\n"
+    "edu 0000:06:00.0 single idx 7 P=0x0000000001000000 D=1000000 L=1000 "
+    "cln=0x0000000000040000 DMA_FROM_DEVICE dma map error checked attrs=0x0\n"
+    "virtio-pci 0000:00:02.0 single idx 3 P=0x0000000002000000 D=2000000 L=1000 "
+    "cln=0x0000000000080000 DMA_TO_DEVICE dma map error checked attrs=0x0\n"
+)
+
+
+def test_dma_api_facts_count_live_mappings_and_errors(tmp_path: Path) -> None:
+    assert dma_api_entry_facts(DMA_API_DUMP) == {
+        "dma-api mappings of 0000:05:00.0 (hil_p2p_importer)": 1,
+        "dma-api mappings of 0000:06:00.0 (edu)": 2,
+    }
+    assert dma_api_facts(tmp_path / "absent") == {}  # a kernel without DMA-API debugging
+    (tmp_path / "error_count").write_text("1\n")
+    (tmp_path / "dump").write_text(DMA_API_DUMP)
+    before = dma_api_facts(tmp_path)
+    assert before["dma-api errors"] == 1
+    (tmp_path / "error_count").write_text("2\n")  # an error dma-debug did not print (num_errors = 1)
+    (tmp_path / "dump").write_text(DMA_API_DUMP.split("edu 0000:06:00.0 single idx 7", maxsplit=1)[0])
+    assert changes(before, dma_api_facts(tmp_path)) == [
+        "dma-api errors: 1 -> 2",
+        "dma-api mappings of 0000:06:00.0 (edu): 2 -> 1",
+    ]
 
 
 def test_address_watch_blames_the_step_that_lost_space() -> None:

@@ -2,7 +2,12 @@
 
 A snapshot is a flat mapping of named facts (each a hashable value); `changes` compares two of them.
 The collectors below read what the kernel exposes: debugfs dma_buf/bufinfo (every dma-buf with its file
-reference count and attached devices), the process's fds, and the importer modules' STATUS per handle.
+reference count and attached devices), the process's fds, the importer modules' STATUS per handle, and
+on a kernel with DMA-API debugging (the debug variant) its error count and its live mappings per device.
+
+Why the DMA-API facts: a mapping without an IOVA (dma-direct, iommu=pt) leaves nothing else to measure
+when an error path forgets to unmap it, and dma-debug prints only its first error (num_errors = 1), so
+after one WARN every later DMA-API error is silent unless its count is read.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from hil_vfio.dmabuf import BUFINFO, parse_bufinfo
 
 Facts = dict[str, object]
 FD_DIR = Path("/proc/self/fd")
+DMA_API = Path("/sys/kernel/debug/dma-api")
 
 
 def changes(before: Mapping[str, object], after: Mapping[str, object]) -> list[str]:
@@ -59,9 +65,35 @@ def fd_facts() -> Facts:
     return facts
 
 
+def dma_api_entry_facts(dump: str) -> Facts:
+    """Live DMA-API mappings per device from dma-api/dump (kernel/dma/debug.c dump_show: "<driver>
+    <device> <type> idx ..."), virtio's left out: its queues map and unmap all the time (pure)."""
+    counts: dict[str, int] = {}
+    for line in dump.splitlines():
+        fields = line.split()
+        if len(fields) < 3 or fields[0].startswith("virtio"):
+            continue
+        key = f"dma-api mappings of {fields[1]} ({fields[0]})"
+        counts[key] = counts.get(key, 0) + 1
+    return dict(counts)
+
+
+def dma_api_facts(root: Path = DMA_API) -> Facts:
+    """DMA-API debugging's error count and live mappings; nothing on a kernel without it."""
+    if not root.is_dir():
+        return {}
+    try:
+        facts: Facts = {"dma-api errors": int((root / "error_count").read_text())}
+        facts.update(dma_api_entry_facts((root / "dump").read_text()))
+    except (OSError, ValueError) as exc:
+        return {"dma-api": f"unreadable: {exc}"}
+    return facts
+
+
 def system_facts(extra: Callable[[], Facts] | None = None) -> Facts:
     facts = read_bufinfo_facts()
     facts.update(fd_facts())
+    facts.update(dma_api_facts())
     if extra is not None:
         facts.update(extra())
     return facts
