@@ -60,6 +60,17 @@ def test_clean_sweep_line() -> None:
     ]
 
 
+def test_a_restarted_sweep_says_after_which_fault() -> None:
+    sweep = {**_sweep(), "restarted": "after fault 2: the map: moved from [...] to [...]",
+             "first_pass_log": [{"n": 1}, {"n": 2}]}  # fmt: skip
+    record = TestRecord("test_fault_injection.py::test_fault_injection_map[dma]", "passed",
+                        details={"fault_sweeps": [sweep]})  # fmt: skip
+    assert (
+        "all clean (9 steps, 1 absorbed; started over after fault 2, 2 steps before)"
+        in fault_lines([record])[1]
+    )
+
+
 def test_broken_sweep_lists_fault_site_and_invariant() -> None:
     sweep = _sweep(
         broken=[BROKEN, {**BROKEN, "fault": None, "stack": [], "invariant": "kmemleak: x"}], absorbed=[]

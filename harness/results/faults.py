@@ -52,6 +52,10 @@ def _sweep_line(test: str, outcome: str, sweep: Mapping[str, Any]) -> list[str]:
     steps = int(sweep.get("steps") or 0)
     absorbed = len(sweep.get("absorbed") or [])
     extra = f", {absorbed} absorbed" if absorbed else ""
+    if sweep.get("restarted"):
+        first = len(sweep.get("first_pass_log") or [])
+        when = str(sweep["restarted"]).split(":", 1)[0]  # "after fault N"; the reason is in results.json
+        extra += f"; started over {when}, {first} steps before"
     if not broken:
         verdict = f"all clean ({steps} steps{extra})"
     else:
