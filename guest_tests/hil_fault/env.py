@@ -17,6 +17,7 @@ from hil_fault.failnth import FAIL_NTH, FailNth
 from hil_fault.kconfig import missing_options, read_config
 from hil_fault.kmsg import Kmsg
 from hil_fault.leakscan import scan_after
+from hil_fault.snapshot import dma_api_facts
 from hil_fault.sweep import DEFAULT_CAP, Operation, SweepResult, sweep
 
 DETAILS_KEY = "fault_sweeps"
@@ -49,6 +50,9 @@ class FaultEnv:
         cap: int = DEFAULT_CAP,
         restart: Callable[[], str | None] | None = None,
     ) -> SweepResult:
+        # What the DMA-API invariant starts from, so that a record shows it was measured (empty: no
+        # DMA-API debugging in this kernel).
+        self.details.setdefault("dma_api_at_start", dma_api_facts())
         result = sweep(op, self.fail, self.kmsg, label=label, cap=cap, restart=restart)
         self.results.append(result)
         self.last_step_at = time.monotonic()
