@@ -36,7 +36,9 @@ from hil_fault.race import (
     DEFAULT_SEED,
     JOIN_GRACE_S,
     OK,
+    CopyHistory,
     Tally,
+    copy_verdict,
     errno_name,
     thread_rng,
     too_idle,
@@ -339,7 +341,14 @@ class EduCopier:
     edu_id: str
     dest: int
     seed: bytes
+    # The route translates through the IOMMU, so revoking unmaps the IOVA and a copy in flight faults
+    # instead of landing (p2p through a switch and iommu=pt have nothing that could stop it).
+    fenced: bool = False
     valid_copies: int = 0
+    # Whether the last copy that moved bytes ran through a mapping valid throughout. A copy that spans a
+    # revocation still moves bytes where nothing fences the device (a bus address, iommu=pt): it reads
+    # zeros from a BAR with memory off or in reset and writes them over an earlier valid copy.
+    last_valid: bool | None = None
     attempts: int = 0
     samples: list[str] = field(default_factory=list)
 
@@ -356,23 +365,23 @@ class EduCopier:
             time.sleep(0.05)
 
     def verdict(self, exp: Exporter, details: dict[str, Any]) -> list[str]:
-        """The destination holds the seed if any copy ran through a mapping valid throughout; zeros or
-        the seed otherwise; the guard bytes around it stay zero."""
+        """The destination holds the seed if the last copy ran through a mapping valid throughout, or any
+        did on a fenced route; zeros or the seed otherwise; the guard bytes around it stay zero."""
         assert exp.dev is not None
         region = region_info(exp.dev, BAR)
         got = os.pread(exp.dev.device_fd, len(self.seed), region.offset + self.dest)
         before = os.pread(exp.dev.device_fd, GUARD, region.offset + self.dest - GUARD)
         after = os.pread(exp.dev.device_fd, GUARD, region.offset + self.dest + len(self.seed))
         details.update(edu_valid_copies=self.valid_copies, edu_dest=hex(self.dest), edu_samples=self.samples)
-        broken = []
-        if self.valid_copies and got != self.seed:
-            broken.append(f"wrong data: {self.valid_copies} copies through valid mappings, but the BAR at "
-                          f"{self.dest:#x} does not hold the seed")  # fmt: skip
-        elif not self.valid_copies and got not in (self.seed, bytes(len(self.seed))):
-            broken.append(f"wrong data: the BAR at {self.dest:#x} holds neither the seed nor zeros")
-        if before + after != bytes(2 * GUARD):
-            broken.append(f"wrong data: bytes around {self.dest:#x} changed")
-        if self.valid_copies:
+        details["edu_last_copy_valid"] = self.last_valid
+        must_hold, broken = copy_verdict(
+            CopyHistory(self.valid_copies, self.last_valid, self.fenced),
+            self.dest,
+            self.seed,
+            got,
+            before + after,
+        )
+        if must_hold:
             details[DETAILS_KEY] = [
                 check_spec(self.exporter_id, self.dest, self.seed, "the race's edu copy of the seed")
             ]
@@ -396,8 +405,9 @@ def _edu_copier(
     seed = next(s for s in load_seeds(plan.run_dir) if s.device == exporter_spec.id)
     pattern = seed_bytes(plan.run_dir, seed)
     copier = EduCopier(
-        Worker("edu-copier", lambda: None), exporter_spec.id, edu_id, seed.offset + DEST_DELTA, pattern
-    )
+        Worker("edu-copier", lambda: None), exporter_spec.id, edu_id, seed.offset + DEST_DELTA, pattern,
+        fenced=routes[edu_id].route == "host_bridge_iova",
+    )  # fmt: skip
     dev = functions[edu_id]
 
     def copy(p2p: P2pImporter, src: int, dst: int) -> int:
@@ -427,6 +437,8 @@ def _edu_copier(
                     if len(copier.samples) < SAMPLES:
                         copier.samples.append(f"moved={moved is not None} before={before} after={after}")
                     valid = before.mapped and after.mapped and after.revocations == before.revocations
+                    if moved is not None:
+                        copier.last_valid = valid
                     if moved is not None and valid:
                         copier.valid_copies += 1
                         worker.tally.add("edu-valid-copy", OK)

@@ -60,3 +60,28 @@ def test_too_idle() -> None:
 def test_errno_name() -> None:
     assert errno_name(19) == "ENODEV"
     assert errno_name(None) == "0"
+
+
+def test_copy_verdict_follows_the_last_copy_where_nothing_fences_the_device() -> None:
+    from hil_fault.race import CopyHistory, copy_verdict
+
+    seed, zeros, guard = b"\x5a" * 64, bytes(64), bytes(16)
+    # switch-p2p-pt, seen in the debug matrix: a valid copy, then one caught by a revocation that
+    # read zeros from the reset BAR and wrote them last. Nothing fences a bus address: that is right.
+    assert copy_verdict(CopyHistory(1, False, fenced=False), 0x700020, seed, zeros, guard) == (False, [])
+    # Through the IOMMU the caught copy faults: the valid one must be what the BAR holds.
+    must, broken = copy_verdict(CopyHistory(1, False, fenced=True), 0x700020, seed, zeros, guard)
+    assert must and broken == [
+        "wrong data: 1 copies (a fenced route) ran through a mapping valid throughout, but the BAR at "
+        "0x700020 does not hold the seed"
+    ]
+    must, broken = copy_verdict(CopyHistory(3, True, fenced=False), 0x700020, seed, zeros, guard)
+    assert must and broken[0].startswith("wrong data: the last copy ran through a mapping valid")
+    assert copy_verdict(CopyHistory(3, True, fenced=False), 0x700020, seed, seed, guard) == (True, [])
+    garbage = b"\xff" * 64
+    assert copy_verdict(CopyHistory(0, None, fenced=False), 0x700020, seed, garbage, guard)[1] == [
+        "wrong data: the BAR at 0x700020 holds neither the seed nor zeros"
+    ]
+    assert copy_verdict(CopyHistory(0, None, False), 0x700020, seed, seed, b"\x01" + bytes(15))[1] == [
+        "wrong data: bytes around 0x700020 changed"
+    ]

@@ -90,3 +90,35 @@ def too_idle(tally: Tally, needed: Mapping[str, int]) -> list[str]:
 
 def summary(seed: int, seconds: float, tally: Tally, broken: list[str]) -> dict[str, Any]:
     return {"seed": seed, "seconds": seconds, "outcomes": tally.counts, "broken": broken}
+
+
+@dataclass(frozen=True)
+class CopyHistory:
+    """What the race's edu copier did: copies through a mapping valid throughout, whether the last copy
+    that moved bytes was one, and whether the route is fenced (translated by the IOMMU, so that a copy
+    caught by a revocation faults instead of landing)."""
+
+    valid_copies: int
+    last_valid: bool | None
+    fenced: bool
+
+
+def copy_verdict(
+    history: CopyHistory, dest: int, seed: bytes, got: bytes, guard: bytes
+) -> tuple[bool, list[str]]:
+    """(whether the destination must hold the seed, what is wrong) from the bytes read back (pure).
+
+    It must when the last copy was valid, or any was on a fenced route. Otherwise a copy caught by a
+    revocation may have landed last: where nothing fences the device it reads zeros from a BAR with
+    memory off or in reset (QEMU's unassigned reads) and writes them, so the seed or zeros are right."""
+    must_hold = bool(history.last_valid) or (history.fenced and history.valid_copies > 0)
+    broken = []
+    if must_hold and got != seed:
+        why = "the last copy" if history.last_valid else f"{history.valid_copies} copies (a fenced route)"
+        broken.append(f"wrong data: {why} ran through a mapping valid throughout, but the BAR at "
+                      f"{dest:#x} does not hold the seed")  # fmt: skip
+    elif not must_hold and got not in (seed, bytes(len(seed))):
+        broken.append(f"wrong data: the BAR at {dest:#x} holds neither the seed nor zeros")
+    if guard != bytes(len(guard)):
+        broken.append(f"wrong data: bytes around {dest:#x} changed")
+    return must_hold, broken
