@@ -20,7 +20,14 @@ from harness.kselftest.devices import with_selftest_devices
 from harness.kselftest.manifest import ManifestEntry, output_paths, read_manifest, write_manifest
 from harness.paths import GUEST_TESTS_DIR
 from harness.results.model import TestRecord
-from harness.topology import lay_out, load_topology, qemu_topology_args, standalone_qemu_argv, topology_json
+from harness.topology import (
+    kernel_cmdline,
+    lay_out,
+    load_topology,
+    qemu_topology_args,
+    standalone_qemu_argv,
+    topology_json,
+)
 from harness.topology.model import Topology
 
 
@@ -55,6 +62,12 @@ def test_vfio_gets_the_memory_its_driver_test_pins() -> None:
     assert with_selftest_devices(roomy, ("vfio",)).machine.memory == 6 << 30  # never lowered
     argv = standalone_qemu_argv(lay_out(with_selftest_devices(base, ("vfio",))), "/tmp/r")
     assert argv[argv.index("-m") + 1] == "4096M"
+    # the 1 GiB hugepage is reserved at boot: at run time the guest found no free aligned GiB
+    assert kernel_cmdline(with_selftest_devices(base, ("vfio", "iommu")))[-2:] == [
+        "hugepagesz=1G",
+        "hugepages=1",
+    ]
+    assert kernel_cmdline(with_selftest_devices(base, ("iommu",))) == kernel_cmdline(base)
 
 
 def test_no_device_needed_leaves_the_topology_untouched() -> None:

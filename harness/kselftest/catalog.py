@@ -12,8 +12,8 @@ sources (tools/testing/selftests/<name>), 7.2.13 and 7.3.4:
   (vfio_pci_driver_test.c:86, region_setup): in the topologies' 1 GiB guest every variant failed its
   mmap() with ENOMEM (7.3.4, all 35 subtests), so the guest gets 4 GiB. vfio_dma_mapping_test's
   anonymous_hugetlb_1gb variants map MAP_HUGE_1GB and skip without one (7.3.4: 5 skips): one 1 GiB page
-  is reserved at run time, which needs a free, aligned GiB: the memory covers it, the region above and
-  the 2 MiB pages of both directories.
+  is reserved on the kernel command line (asked at run time, the 4 GiB guest found no free aligned GiB:
+  "0 of 1"); the memory covers it, the region above and the 2 MiB pages of both directories.
 - iommu: iommufd and iommufd_fail_nth drive the mock domain of CONFIG_IOMMUFD_TEST (iommu/config),
   iommufd_fail_nth also the fault-injection debugfs (FAULT_INJECTION_DEBUG_FS, FAILSLAB); no device.
   iommufd.c maps MAP_HUGETLB buffers (access_domain_destory: 2 hugepages, the *_hugepage mock domains,
@@ -39,6 +39,7 @@ class Selftest:
     hugepages_2m: int = 0
     hugepages_1g: int = 0
     min_memory: int = 0  # bytes of guest RAM the binaries need; the topology's is raised to it
+    kernel_args: tuple[str, ...] = ()  # appended to the topology's kernel command line
     # (sysfs parameter file, value) written before the binaries run
     module_params: tuple[tuple[str, str], ...] = ()
     timeout_s: float = DEFAULT_BINARY_TIMEOUT_S
@@ -57,6 +58,7 @@ CATALOG: dict[str, Selftest] = {
         hugepages_2m=16,
         hugepages_1g=1,
         min_memory=4 << 30,
+        kernel_args=("hugepagesz=1G", "hugepages=1"),
         module_params=(("/sys/module/vfio_pci/parameters/enable_sriov", "Y"),),
         timeout_s=300.0,
         host_packages=("uuid-dev",),
@@ -77,6 +79,11 @@ def selftest(name: str) -> Selftest:
 def needed_memory(names: tuple[str, ...]) -> int:
     """Guest RAM the selftests need at least (0: no minimum)."""
     return max((selftest(n).min_memory for n in names), default=0)
+
+
+def needed_kernel_args(names: tuple[str, ...]) -> tuple[str, ...]:
+    """Kernel command line arguments the selftests need, each once, in order."""
+    return tuple(dict.fromkeys(a for n in names for a in selftest(n).kernel_args))
 
 
 def needed_devices(names: tuple[str, ...]) -> tuple[str, ...]:

@@ -1,5 +1,5 @@
-"""The machine a cell boots when selftests need a device or more memory: the topology plus that device on
-a root port of its own, and at least the memory they need. Pure.
+"""The machine a cell boots when selftests need a device, more memory or boot-time settings: the topology
+plus that device on a root port of its own, at least the memory and the kernel arguments they need. Pure.
 
 Why add rather than edit every shipped topology: the device only exists for the selftests, so a run
 without --kselftest boots exactly the machine it always did (same topology_sha256, comparable with
@@ -11,7 +11,7 @@ between topologies. The added device is in the cell's topology.json like any oth
 from __future__ import annotations
 
 from harness.errors import ConfigError
-from harness.kselftest.catalog import needed_devices, needed_memory
+from harness.kselftest.catalog import needed_devices, needed_kernel_args, needed_memory
 from harness.topology.axes import variant_from_json
 from harness.topology.model import MAX_ROOT_PORTS, Topology
 
@@ -30,7 +30,8 @@ def with_selftest_devices(topo: Topology, kselftests: tuple[str, ...]) -> Topolo
     needed kind there is the one used)."""
     kinds = [k for k in needed_devices(kselftests) if not any(d.kind == k for d in topo.devices)]
     memory = needed_memory(kselftests)
-    if not kinds and topo.machine.memory >= memory:
+    args = [a for a in needed_kernel_args(kselftests) if a not in topo.kernel_args]
+    if not kinds and not args and topo.machine.memory >= memory:
         return topo
     if len(topo.root_ports) + len(kinds) > MAX_ROOT_PORTS:
         raise ConfigError(
@@ -39,6 +40,7 @@ def with_selftest_devices(topo: Topology, kselftests: tuple[str, ...]) -> Topolo
         )
     data = topo.model_dump()
     data["machine"]["memory"] = max(topo.machine.memory, memory)
+    data["kernel_args"] = [*topo.kernel_args, *args]
     for kind in kinds:
         port = f"{PORT_PREFIX}{kind}"
         data["root_ports"].append({"id": port, "acs": True})
