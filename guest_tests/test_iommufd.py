@@ -52,10 +52,10 @@ from hil_importer.revoke import (
     set_memory_enable,
     wait_readable,
 )
-from hil_iommufd.cdev import DEV_VFIO_DEVICES, PCI_DEVICES, cdev_name
+from hil_iommufd.cdev import DEV_VFIO_DEVICES, PCI_DEVICES, CdevDevice, cdev_name
 from hil_iommufd.edu import BUFFER_SIZE, FROM_ADDR, TO_ADDR, Transfer, check_transfer
 from hil_iommufd.importer import SCRATCH_PAGES, IommufdImporter
-from hil_iommufd.iommufd import DEV_IOMMU, READ_WRITE
+from hil_iommufd.iommufd import DEV_IOMMU, READ_WRITE, Iommufd
 from hil_iommufd.uapi import IOMMU_IOAS_MAP_FIXED_IOVA
 from hil_vfio import (
     DmaRange,
@@ -355,6 +355,13 @@ def test_iommufd_cdev_matches_prediction(
     hil_details["vfio_dev"] = sysfs_names
     assert len(sysfs_names) == 1, f"vfio-pci registered {sysfs_names} for {edu_bdf}"
     node = DEV_VFIO_DEVICES / sysfs_names[0]
+    if exp.iommufd_dma == "noiommu_cdev":
+        # drivers/vfio/vfio_main.c:326-340 (7.3, IOMMUFD_NOIOMMU): named for what it is, and it binds.
+        assert sysfs_names[0].startswith("noiommu-vfio"), f"{sysfs_names[0]}: {exp.iommufd_why}"
+        assert node.exists(), f"no {node}: {exp.iommufd_why}"
+        with contextlib.closing(Iommufd()) as ctx, contextlib.closing(CdevDevice.open(edu_bdf)) as dev:
+            hil_details.update(cdev=sysfs_names[0], devid=dev.bind(ctx.fd))
+        return
     if exp.iommufd_dma == "no_cdev":
         # drivers/vfio/vfio.h:361-363: a no-IOMMU vfio_device is device_add()ed without a cdev.
         assert not node.exists(), f"{node} exists although the oracle said no cdev ({exp.iommufd_why})"

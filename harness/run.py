@@ -77,6 +77,7 @@ from harness.results.timeline import breakdown_line, marks_from_json
 from harness.results.write import Evidence, write_junit, write_reproduce, write_results_json, write_text
 from harness.rundir import claim_out_dir
 from harness.topology import Layout, Topology, backing_files, lay_out, topology_json, topology_sha256
+from harness.topology.oracle import UNKNOWN_KERNEL, KernelTraits
 from harness.vm.command import guarded_argv, vng_argv
 from harness.vm.interface import CellVM, VmFactory, VmLaunch, real_vm
 
@@ -116,6 +117,16 @@ def idle_limit(seen: ConsoleWatch, idle_timeout_s: float, guest_deadline_s: floa
     timeout itself), so the host waits for it rather than calling slowness a hang."""
     starting = "guest_command" in seen.timeline.names() and seen.collected is None and seen.done is None
     return max(idle_timeout_s, guest_deadline_s + GUEST_WATCHDOG_MARGIN_S) if starting else idle_timeout_s
+
+
+def kernel_traits(kernel: KernelImage) -> KernelTraits:
+    """What the kernel's .config changes in the oracle's predictions (7.2's defaults when unknown)."""
+    if kernel.config is None:
+        return UNKNOWN_KERNEL
+    try:
+        return KernelTraits.from_config(kernel.config.read_text(errors="replace"))
+    except OSError:
+        return UNKNOWN_KERNEL
 
 
 def known_issue_judge(
@@ -197,7 +208,7 @@ def run_cell(
         guest_deadline = max(10.0, req.timeout - GUEST_BOOT_ALLOWANCE_S - GUEST_WATCHDOG_MARGIN_S)
         plan = make_plan(
             topo, layout, req.kernel_label, run_dir, scratch, token, req.select, guest_deadline, modules_dir,
-            tests_dir, test_limit_s(guest_deadline, req.idle_timeout), req.only,
+            tests_dir, test_limit_s(guest_deadline, req.idle_timeout), req.only, kernel_traits(kernel),
         )  # fmt: skip
         plan = replace(
             plan, fragments=req.fragments, race_seconds=req.race_seconds, kselftests=req.kselftests

@@ -30,6 +30,7 @@ from harness.topology.acs import IommuMode, bus_numbers, guest_view, iommu_mode
 from harness.topology.cpus import CpuModel, cpu_model
 from harness.topology.oracle import (
     MAX_SG_ENT_SZ,
+    KernelTraits,
     decide,
     explain_table,
     host_bridge_whitelisted,
@@ -111,6 +112,21 @@ def test_iommufd_prediction_per_shipped_topology(name: str, want: str) -> None:
     for p in predictions:
         assert p.iommufd_dma == want, (p.exporter, p.importer, p.iommufd_why)
         assert p.iommufd_why
+
+
+def test_a_kernel_with_iommufd_noiommu_gives_the_no_iommu_device_a_cdev() -> None:
+    """7.3's IOMMUFD_NOIOMMU (the 7.3 matrix found the noiommu-vfioN node where the 7.2 rule said none)."""
+    config = "# comment\nCONFIG_VFIO_NOIOMMU=y\nCONFIG_IOMMUFD_NOIOMMU=y\n"
+    traits = KernelTraits.from_config(config)
+    assert traits.iommufd_noiommu
+    assert not KernelTraits.from_config("# CONFIG_IOMMUFD_NOIOMMU is not set\n").iommufd_noiommu
+    assert not KernelTraits.from_config("CONFIG_IOMMUFD_NOIOMMU_X=y\n").iommufd_noiommu
+    topo = load_topology("switch-p2p-noiommu")
+    assert {p.iommufd_dma for p in predict_pairs(topo, traits=traits)} == {"noiommu_cdev"}
+    assert {p.iommufd_dma for p in predict_pairs(topo)} == {"no_cdev"}  # 7.2, or a kernel of unknown config
+    # With an IOMMU the trait changes nothing.
+    amd = load_topology("switch-p2p-amd")
+    assert predict_pairs(amd, traits=traits) == predict_pairs(amd)
 
 
 def test_iommufd_ignores_the_p2p_route() -> None:

@@ -8,14 +8,16 @@ from harness.guest.plan import DeviceSpec, GuestPlan, PairExpectation
 from harness.guest.shapes import export_shapes
 from harness.paths import GUEST_TESTS_DIR
 from harness.topology import Layout, Topology, backing_files
-from harness.topology.oracle import predict_pairs, sg_entries
+from harness.topology.oracle import UNKNOWN_KERNEL, KernelTraits, predict_pairs, sg_entries
 
 
-def pair_expectations(topo: Topology, layout: Layout) -> tuple[PairExpectation, ...]:
+def pair_expectations(
+    topo: Topology, layout: Layout, traits: KernelTraits = UNKNOWN_KERNEL
+) -> tuple[PairExpectation, ...]:
     """The oracle's prediction per exporter/importer pair, with sg entry counts per export shape."""
     bars = {d.id: d.bars.get(2, 0) for d in layout.devices}
     out = []
-    for p in predict_pairs(topo):
+    for p in predict_pairs(topo, traits=traits):
         shapes = export_shapes(bars[p.exporter]) if bars[p.exporter] else {}
         counts = {name: sg_entries(p.route, [n for _, n in ranges]) for name, ranges in shapes.items()}
         out.append(PairExpectation(exporter=p.exporter, importer=p.importer, route=p.route, why=p.why,
@@ -37,6 +39,7 @@ def make_plan(
     tests_dir: Path = GUEST_TESTS_DIR,
     test_timeout_s: float | None = None,
     only: tuple[str, ...] = (),
+    traits: KernelTraits = UNKNOWN_KERNEL,
 ) -> GuestPlan:
     backing = {dev_id: path for dev_id, path, _size in backing_files(layout, scratch)}
     devices = tuple(
@@ -62,6 +65,6 @@ def make_plan(
         only=only,
         modules_dir=modules_dir,
         guest_deadline_s=guest_deadline_s,
-        expectations=pair_expectations(topo, layout),
+        expectations=pair_expectations(topo, layout, traits),
         test_timeout_s=test_timeout_s,
     )

@@ -37,7 +37,7 @@ class MissingExpectationError(LookupError):
 Route = Literal["bus_addr", "host_bridge_iova", "host_bridge_direct", "refused"]
 ROUTES: tuple[Route, ...] = ("bus_addr", "host_bridge_iova", "host_bridge_direct", "refused")
 QEMU_DMA = ("reaches_bar", "iommu_fault", "none")
-IOMMUFD_DMA = ("reaches_bar", "no_cdev")  # oracle.IommufdDma
+IOMMUFD_DMA = ("reaches_bar", "no_cdev", "noiommu_cdev")  # oracle.IommufdDma
 
 
 @dataclass(frozen=True, slots=True)

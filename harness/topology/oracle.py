@@ -34,7 +34,7 @@ Route = Literal["bus_addr", "host_bridge_iova", "host_bridge_direct", "refused"]
 MapType = Literal["BUS_ADDR", "THRU_HOST_BRIDGE", "NOT_SUPPORTED"]
 QemuDma = Literal["reaches_bar", "iommu_fault", "none"]
 # What DMA by the importer through an iommufd IOAS mapping of the dma-buf does (predict_iommufd).
-IommufdDma = Literal["reaches_bar", "no_cdev"]
+IommufdDma = Literal["reaches_bar", "no_cdev", "noiommu_cdev"]
 
 PAGE_SIZE = 4096
 UINT_MAX = (1 << 32) - 1
@@ -82,7 +82,31 @@ def host_bridge_whitelisted(host_bridge: tuple[int, int] = Q35_HOST_BRIDGE) -> b
     return False
 
 
-def predict(layout: Layout, exporter: str, importer: str, cmdline: list[str] | None = None) -> Prediction:
+@dataclass(frozen=True)
+class KernelTraits:
+    """What the kernel's build changes in a prediction. Unknown (a kernel without its .config): the
+    defaults, which are 7.2's."""
+
+    # CONFIG_IOMMUFD_NOIOMMU (7.3: selected by VFIO_NOIOMMU with VFIO_DEVICE_CDEV): a no-IOMMU device
+    # gets a cdev, noiommu-vfioN, that binds to an iommufd (drivers/vfio/vfio_main.c:326-340, 369).
+    iommufd_noiommu: bool = False
+
+    @classmethod
+    def from_config(cls, text: str) -> KernelTraits:
+        """From a kernel .config's text (pure)."""
+        return cls(iommufd_noiommu="\nCONFIG_IOMMUFD_NOIOMMU=y" in f"\n{text}")
+
+
+UNKNOWN_KERNEL = KernelTraits()
+
+
+def predict(
+    layout: Layout,
+    exporter: str,
+    importer: str,
+    cmdline: list[str] | None = None,
+    traits: KernelTraits = UNKNOWN_KERNEL,
+) -> Prediction:
     """The kernel's decision for mapping `exporter`'s BAR for `importer` (cmdline: the guest's)."""
     topo = layout.topology
     view = guest_view(layout, kernel_cmdline(topo) if cmdline is None else cmdline)
@@ -92,11 +116,17 @@ def predict(layout: Layout, exporter: str, importer: str, cmdline: list[str] | N
         redirecting=frozenset(port for port, state in view.acs.items() if state.redirects),
         cpu=topo.machine.cpu_model,
         iommu=view.iommu,
+        traits=traits,
     )
 
 
 def decide(
-    exporter: list[str], importer: list[str], redirecting: frozenset[str], cpu: CpuModel, iommu: IommuMode
+    exporter: list[str],
+    importer: list[str],
+    redirecting: frozenset[str],
+    cpu: CpuModel,
+    iommu: IommuMode,
+    traits: KernelTraits = UNKNOWN_KERNEL,
 ) -> Prediction:
     """calc_map_type_and_dist() + dma_buf_phys_vec_to_sgt() on two upward chains of node ids.
 
@@ -131,7 +161,7 @@ def decide(
             path += f", ACS redirect on {', '.join(redirect)}"
         map_type, rule = _through_host_bridge(cpu, path)
     route = _route(map_type, iommu)
-    iommufd_dma, iommufd_why = predict_iommufd(iommu)
+    iommufd_dma, iommufd_why = predict_iommufd(iommu, traits)
     return Prediction(
         exporter=exporter[0],
         importer=importer[0],
@@ -147,11 +177,14 @@ def decide(
     )
 
 
-def predict_iommufd(iommu: IommuMode) -> tuple[IommufdDma, str]:
+def predict_iommufd(iommu: IommuMode, traits: KernelTraits = UNKNOWN_KERNEL) -> tuple[IommufdDma, str]:
     """What iommufd does with the exporter's dma-buf for an importer that DMAs through an IOAS (v7.2).
 
     - No IOMMU: vfio-pci registers the importer as a no-IOMMU device, which gets no cdev
-      (drivers/vfio/vfio.h:361-363 vfio_device_add), so it cannot be bound to an iommufd at all.
+      (drivers/vfio/vfio.h:361-363 vfio_device_add), so it cannot be bound to an iommufd at all; on a
+      kernel with IOMMUFD_NOIOMMU (7.3) it gets one named noiommu-vfioN instead, which binds to an
+      iommufd without a translating domain (user space asks IOMMU_IOAS_NOIOMMU_GET_PA for the
+      physical address to program: p2p-hil checks the cdev, not yet that flow's DMA).
     - Otherwise (translated or iommu=pt alike: attaching to an IOAS replaces the default domain with an
       iommufd paging domain): IOMMU_IOAS_MAP_FILE takes the BAR's CPU physical range from
       vfio_pci_dma_buf_iommufd_map() (drivers/vfio/pci/vfio_pci_dmabuf.c:121-140) and maps it at the
@@ -160,10 +193,15 @@ def predict_iommufd(iommu: IommuMode) -> tuple[IommufdDma, str]:
       not enter, so iommufd maps even where the p2pdma route is refused. QEMU's vIOMMU translates the
       importer's DMA to that physical address, which is the BAR: the DMA reaches it.
     """
+    if iommu == "none" and traits.iommufd_noiommu:
+        return "noiommu_cdev", (
+            "no IOMMU, IOMMUFD_NOIOMMU built in: VFIO gives the no-IOMMU device a cdev named noiommu-vfioN "
+            "(drivers/vfio/vfio_main.c:326-340) that binds to an iommufd without translation"
+        )
     if iommu == "none":
         return "no_cdev", (
             "no IOMMU: VFIO gives a no-IOMMU device no cdev (drivers/vfio/vfio.h:361-363), so it cannot "
-            "be bound to an iommufd"
+            "be bound to an iommufd (a kernel built with IOMMUFD_NOIOMMU, as 7.3 is, gives it one)"
         )
     domain = "translated" if iommu == "translated" else "iommu=pt (identity default domain)"
     return "reaches_bar", (
@@ -228,12 +266,14 @@ def sg_entries(route: Route, lengths: list[int]) -> int | None:
     return sum(-(-n // MAX_SG_ENT_SZ) for n in lengths)
 
 
-def predict_pairs(topo: Topology, cmdline: list[str] | None = None) -> list[Prediction]:
+def predict_pairs(
+    topo: Topology, cmdline: list[str] | None = None, traits: KernelTraits = UNKNOWN_KERNEL
+) -> list[Prediction]:
     """Every exporter against every other device that imports (role importer or dma)."""
     layout = lay_out(topo)
     exporters = [d.id for d in layout.devices if d.role == "exporter"]
     importers = [d.id for d in layout.devices if d.role in ("importer", "dma")]
-    return [predict(layout, e, i, cmdline) for e in exporters for i in importers if i != e]
+    return [predict(layout, e, i, cmdline, traits) for e in exporters for i in importers if i != e]
 
 
 def explain_table(topo: Topology) -> str:
