@@ -281,7 +281,8 @@ def _bad_expectation(index: int, **changes: Any) -> dict[str, Any]:
         (_bad_expectation(1, why=3), "plan: expectations[1].why: expected a non-empty string, got 3"),
         (_bad_expectation(0, qemu_dma="maybe"), "plan: expectations[0].qemu_dma: expected one of reach"),
         (_bad_expectation(0, iommufd_dma="maps"),
-         "plan: expectations[0].iommufd_dma: expected one of reaches_bar, no_cdev, noiommu_cdev or null, got 'maps'"),
+         "plan: expectations[0].iommufd_dma: expected one of reaches_bar, no_cdev, noiommu_cdev or null, "
+         "got 'maps'"),
         (_bad_expectation(0, iommufd_why=5), "plan: expectations[0].iommufd_why: expected a string or null"),
         (_bad_expectation(0, sg_entries_for=[1]), "plan: expectations[0].sg_entries_for: expected an object"),
         (_bad_expectation(0, sg_entries_for={"multi": 0}), "plan: expectations[0].sg_entries_for.multi: "),

@@ -63,9 +63,11 @@ def test_vfio_gets_the_memory_its_driver_test_pins() -> None:
     argv = standalone_qemu_argv(lay_out(with_selftest_devices(base, ("vfio",))), "/tmp/r")
     assert argv[argv.index("-m") + 1] == "4096M"
     # the 1 GiB hugepage is reserved at boot: at run time the guest found no free aligned GiB
-    assert kernel_cmdline(with_selftest_devices(base, ("vfio", "iommu")))[-2:] == [
+    # and vfio-pci's enable_sriov too: writing it in the guest gave EACCES (7.3.4, built in)
+    assert kernel_cmdline(with_selftest_devices(base, ("vfio", "iommu")))[-3:] == [
         "hugepagesz=1G",
         "hugepages=1",
+        "vfio_pci.enable_sriov=1",
     ]
     assert kernel_cmdline(with_selftest_devices(base, ("iommu",))) == kernel_cmdline(base)
 
@@ -219,6 +221,15 @@ def test_the_guest_reserves_the_gigantic_page_before_the_small_ones(
     args, done = prepare.prepare_selftest(selftest, None)
     assert args == []
     assert done == ["1 GiB hugepages: 1 of 1 asked", "2 MiB hugepages: 16 of 16 asked"]
+    param = tmp_path / "enable_sriov"
+    param.write_text("Y\n")  # the kernel command line set it: not written again (EACCES in 7.3.4)
+    param.chmod(0o444)
+    selftest = manifest.Selftest("vfio", True, tmp_path, ("a_test",), module_params=((str(param), "Y"),))
+    assert prepare.prepare_selftest(selftest, None)[1] == [f"{param}=Y (already)"]
+    param.chmod(0o644)
+    param.write_text("N\n")
+    assert prepare.prepare_selftest(selftest, None)[1] == [f"{param}=Y"] and param.read_text() == "Y"
+    selftest = manifest.Selftest("vfio", True, tmp_path, ("a_test",), hugepages_2m=16, hugepages_1g=1)
     (tmp_path / "hugepages-1048576kB").rename(tmp_path / "gone")  # a kernel without gigantic pages
     _args, done = prepare.prepare_selftest(selftest, None)
     assert done[0].startswith("1 GiB hugepages not reserved: [Errno 2]")

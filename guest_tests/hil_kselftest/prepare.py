@@ -49,12 +49,20 @@ def prepare_selftest(selftest: Selftest, plan: GuestPlan) -> tuple[list[str], li
         if count:
             done.append(_reserve_hugepages(size, count, HUGEPAGES / f"hugepages-{kb}kB" / "nr_hugepages"))
     for param, value in selftest.module_params:
-        try:
-            Path(param).write_text(value)
-            done.append(f"{param}={value}")
-        except OSError as exc:
-            done.append(f"{param} not set: {exc}")
+        done.append(_set_param(Path(param), value))
     return args, done
+
+
+def _set_param(param: Path, value: str) -> str:
+    """A module parameter, unless the kernel command line set it already (a bool reads back Y/N)."""
+    want = {"1": "Y", "0": "N"}.get(value, value)
+    try:
+        if param.read_text().strip() in (value, want):
+            return f"{param}={value} (already)"
+        param.write_text(value)
+        return f"{param}={value}"
+    except OSError as exc:
+        return f"{param} not set: {exc}"
 
 
 def _reserve_hugepages(size: str, count: int, knob: Path) -> str:
