@@ -44,7 +44,7 @@ from hil_fault.race import (
     too_idle,
     unexpected,
 )
-from hil_fault.snapshot import changes, system_facts
+from hil_fault.snapshot import changes, dma_api_dump_lines, system_facts
 from hil_importer import abi
 from hil_importer.case import BAR, collection_plan, device_function, importer_ids, require_feature
 from hil_importer.edu import dma_address, edu_dma, is_edu
@@ -66,6 +66,7 @@ MAPPERS = 2
 MASK_BITS = 64
 DEST_DELTA = 0x600000 + 0x20  # edu's destination in the BAR (0x700020): away from every other test's bytes
 GUARD = 256
+DMA_API_SHOWN = 40
 QUIET_SHARE = 0.25
 STARVED_HOLD_S = 20.0
 SAMPLES = 8  # the first copies' status before and after, for the record
@@ -318,6 +319,9 @@ def _leak_invariants(
     records = kmsg.drain()
     kmsg.close()  # before the facts: its own fd is not in the baseline
     broken = [f"left behind: {c}" for c in changes(baseline, system_facts())]
+    if any(line.startswith("left behind: dma-api mappings") for line in broken):
+        # Which mappings: address, length, direction of each (dma-debug's own dump).
+        details["dma_api_left"] = dma_api_dump_lines(limit=DMA_API_SHOWN)
     for r in kernel_reports(records):
         broken.append(f"kernel report ({r.kind}): {r.heading} | " + " | ".join(r.lines[:12]))
     if has_kmemleak:

@@ -16,7 +16,13 @@ from hil_fault.kconfig import missing_options, parse_config  # noqa: E402
 from hil_fault.kmemleak import attribute, parse_leaks  # noqa: E402
 from hil_fault.kmsg import FaultStack  # noqa: E402
 from hil_fault.knobs import SWEEP_SETTINGS, KnobError, sweep_knobs  # noqa: E402
-from hil_fault.snapshot import bufinfo_facts, changes, dma_api_entry_facts, dma_api_facts  # noqa: E402
+from hil_fault.snapshot import (  # noqa: E402
+    bufinfo_facts,
+    changes,
+    dma_api_dump_lines,
+    dma_api_entry_facts,
+    dma_api_facts,
+)
 
 # mm/kmemleak.c print_unreferenced() as 7.2 prints it (stack_depot frames, no addresses).
 KMEMLEAK_READ = """unreferenced object 0xffff888004e4c780 (size 64):
@@ -190,9 +196,12 @@ def test_dma_api_facts_count_live_mappings_and_errors(tmp_path: Path) -> None:
     (tmp_path / "error_count").write_text("1\n")
     (tmp_path / "dump").write_text(DMA_API_DUMP)
     before = dma_api_facts(tmp_path)
+    assert dma_api_dump_lines(5, tmp_path) == DMA_API_DUMP.splitlines()[:3]  # virtio's left out
+    assert dma_api_dump_lines(1, tmp_path) == DMA_API_DUMP.splitlines()[:1]
     assert before["dma-api errors"] == 1
     (tmp_path / "error_count").write_text("2\n")  # an error dma-debug did not print (num_errors = 1)
     (tmp_path / "dump").write_text(DMA_API_DUMP.split("edu 0000:06:00.0 single idx 7", maxsplit=1)[0])
+    assert dma_api_dump_lines(5, tmp_path / "absent")[0].startswith("unreadable:")
     assert changes(before, dma_api_facts(tmp_path)) == [
         "dma-api errors: 1 -> 2",
         "dma-api mappings of 0000:06:00.0 (edu): 2 -> 1",

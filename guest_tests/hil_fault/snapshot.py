@@ -78,6 +78,15 @@ def dma_api_entry_facts(dump: str) -> Facts:
     return dict(counts)
 
 
+def dma_api_dump_lines(limit: int, root: Path = DMA_API) -> list[str]:
+    """The first `limit` live mappings dma-debug lists, virtio's left out (as in the facts)."""
+    try:
+        lines = (root / "dump").read_text().splitlines()
+    except OSError as exc:
+        return [f"unreadable: {exc}"]
+    return [line for line in lines if line.split()[:1] and not line.startswith("virtio")][:limit]
+
+
 def dma_api_facts(root: Path = DMA_API) -> Facts:
     """DMA-API debugging's error count and live mappings; nothing on a kernel without it."""
     if not root.is_dir():
