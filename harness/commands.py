@@ -153,6 +153,8 @@ def run_command(args: argparse.Namespace) -> int:
             cells,
             series=series,
             fragments=fragments,
+            kselftests=tuple(dict.fromkeys(getattr(args, "kselftest", None) or ())),
+            race_seconds=_race_seconds(args),
             select=args.select,
             timeout=cell_timeout(args),
             idle_timeout=args.idle_timeout,

@@ -149,6 +149,8 @@ def dry_run(
     *,
     series: Path | None,
     fragments: tuple[str, ...] = (),
+    kselftests: tuple[str, ...] = (),
+    race_seconds: float | None = None,
     select: str | None,
     timeout: float,
     idle_timeout: float,
@@ -163,6 +165,7 @@ def dry_run(
     from harness.cell.request import CellRequest, HostFacts
     from harness.cell.setup import harness_command, make_vng_spec, raw_commands
     from harness.guest.prepare import pycache_prefix
+    from harness.kselftest.devices import with_selftest_devices
     from harness.paths import cache_dir
     from harness.vm.accel import qemu_version
     from harness.vm.command import vng_argv
@@ -184,7 +187,8 @@ def dry_run(
     )
     for index, cell in enumerate(cells, start=1):
         kernel = kernels[cell.kernel_spec]
-        topo = cell.topology
+        # The machine the run would boot: the selftests' device, memory and kernel arguments included.
+        topo = with_selftest_devices(cell.topology, kselftests)
         req = CellRequest(
             topology=cell.given,
             kernel_spec=cell.kernel_spec,
@@ -194,6 +198,8 @@ def dry_run(
             series=series,
             axes=cell.axes,
             fragments=fragments,
+            race_seconds=race_seconds,
+            kselftests=kselftests,
         )
         run_dir, note = run_dir_of(cell)
         layout = t.lay_out(topo)

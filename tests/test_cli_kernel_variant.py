@@ -34,6 +34,17 @@ def test_dry_run_of_the_debug_variant_names_it_in_the_cell_and_the_reproduce_com
     assert "./hil run --topology switch-p2p --kernel src:debian-7.2 --fragment debug --timeout 2700" in block
 
 
+def test_dry_run_of_selftests_shows_the_machine_and_the_command_the_run_would_use(
+    nothing_may_start: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["run", "-t", "switch-p2p", "--kselftest", "vfio", "--race-seconds", "5", "--dry-run"]
+    assert main(argv) == 0
+    (block,) = _blocks(capsys.readouterr().out)
+    assert "--kselftest vfio --race-seconds 5 --timeout 1800" in block  # the reproduce command
+    assert "igb,id=ks-igb,bus=ks-rp-igb" in block and "--memory 4096M" in block  # the machine it boots
+    assert "hugepagesz=1G hugepages=1" in block
+
+
 @pytest.mark.parametrize(
     ("extra", "flag"),
     [
