@@ -34,11 +34,16 @@ def test_map_sweep_on_the_debug_kernel_finds_the_analysed_leaks_and_nothing_else
         "evidence"
     ]
 
-    # The bus-address route: every injected failure left the system as it was.
+    # The bus-address route: every injected failure left the system as it was. The scatterlists that
+    # every unmap leaks (known issue, 2/2) are reported by whichever scan first finds no pointer left to
+    # them, which varies between runs: this sweep may be xfailed by them, never by anything else.
     clean = records["test_fault_injection.py::test_fault_injection_map[importer]"]
-    assert clean["outcome"] == "passed", summary
     (sweep,) = clean["details"]["fault_sweeps"]
-    assert sweep["route"] == "bus_addr" and sweep["sites"] >= 3 and not sweep["broken"], sweep
+    assert sweep["route"] == "bus_addr" and sweep["sites"] >= 3, sweep
+    assert [b for b in sweep["broken"] if not b["invariant"].startswith("kmemleak")] == [], sweep
+    assert clean["outcome"] in ("passed", "xfailed"), summary
+    if clean["outcome"] == "xfailed":
+        assert "fix-dma-buf-leaks.mbox (2/2)" in clean["message"], summary
 
     # The IOVA route: the span of a failed map is lost (known issue, fix-dma-buf-leaks.mbox 1/2).
     leaking = records["test_fault_injection.py::test_fault_injection_map[dma]"]
