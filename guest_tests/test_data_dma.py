@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from hil_importer import abi
 from hil_importer.case import BAR, ImportCase, require_feature
-from hil_importer.edu import BUFFER_SIZE, Transfer, dma_address, dmesg_lines, edu_dma, iommu_faults, is_edu
+from hil_importer.edu import BUFFER_SIZE, FaultLog, Transfer, dma_address, edu_dma, is_edu
 from hil_importer.loader import Manifest
 from hil_importer.p2p import P2pImporter
 from hil_vfio import VfioDevice, errname, region_info
@@ -101,14 +101,14 @@ def test_edu_copies_through_mapping(
     dst_addr = dma_address(dma, dst - base, seed.length)
     details.update(edu=dev.bdf, shape=shape, sg=dma.describe(), src_addr=hex(src_addr),
                    dst_addr=hex(dst_addr))  # fmt: skip
-    log_mark = dmesg_lines()
-    transfers: list[Transfer] = [
-        edu_dma(p2p, dev, src_addr, seed.length, abi.EDU_FROM_ADDR),
-        edu_dma(p2p, dev, dst_addr, seed.length, abi.EDU_TO_ADDR),
-    ]
-    p2p.unmap(att.handle)
-    p2p.detach(att.handle)
-    faults = iommu_faults(log_mark)
+    with FaultLog() as log:
+        transfers: list[Transfer] = [
+            edu_dma(p2p, dev, src_addr, seed.length, abi.EDU_FROM_ADDR),
+            edu_dma(p2p, dev, dst_addr, seed.length, abi.EDU_TO_ADDR),
+        ]
+        p2p.unmap(att.handle)
+        p2p.detach(att.handle)
+        faults = log.faults()
     details.update(transfers=[t.describe() for t in transfers], bytes_moved=2 * seed.length,
                    edu_us=[t.elapsed_us for t in transfers], iommu_faults=faults[:8])  # fmt: skip
 

@@ -33,7 +33,6 @@ import errno
 import mmap
 import os
 import platform
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hil_importer.edu import FaultLog
 from hil_importer.host import HostRequestError, host_request, wait_until
 from hil_importer.revoke import (
     PCI_COMMAND_MEMORY,
@@ -253,21 +253,19 @@ def imp(case: Case, edu_bdf: str) -> Iterator[IommufdImporter]:
 # --- edu moves -----------------------------------------------------------------------------------
 
 
-def _dmesg_lines() -> list[str]:
-    return subprocess.run(["dmesg"], capture_output=True, text=True, check=False).stdout.splitlines()
-
-
-def _faults_since(mark: int) -> list[str]:
-    return [line for line in _dmesg_lines()[mark:] if "DMAR" in line and "fault" in line.lower()]
+@pytest.fixture
+def mover(case: Case, imp: IommufdImporter) -> Iterator[Mover]:
+    """edu's transfers, and the vIOMMU faults logged from here on (before the test exports or maps)."""
+    with FaultLog() as log:
+        yield Mover(case, imp, log)
 
 
 class Mover:
     """edu's transfers for one test, each recorded in the details."""
 
-    def __init__(self, case: Case, imp: IommufdImporter) -> None:
-        self.case, self.imp = case, imp
+    def __init__(self, case: Case, imp: IommufdImporter, log: FaultLog) -> None:
+        self.case, self.imp, self.log = case, imp, log
         self.transfers: list[Transfer] = []
-        self.log_mark = len(_dmesg_lines())
         case.details["transfers"] = []
 
     def _run(self, direction: int, iova: int, length: int) -> None:
@@ -302,7 +300,7 @@ class Mover:
         self._run(TO_ADDR, bar_iova, len(self.case.pattern))
 
     def faults(self) -> list[str]:
-        found = _faults_since(self.log_mark)
+        found = self.log.faults()
         self.case.details["iommu_faults"] = found[:8]
         return found
 
@@ -412,7 +410,7 @@ SHAPES = {
 
 
 @pytest.mark.parametrize("shape", list(SHAPES))
-def test_iommufd_dma_through_map_file(case: Case, imp: IommufdImporter, shape: str) -> None:
+def test_iommufd_dma_through_map_file(case: Case, imp: IommufdImporter, mover: Mover, shape: str) -> None:
     """edu reads the host's seed from the BAR through the IOAS mapping and writes it back elsewhere."""
     spec = SHAPES[shape]
     fd = case.export(imp, None if spec.export is None else [spec.export])
@@ -431,7 +429,6 @@ def test_iommufd_dma_through_map_file(case: Case, imp: IommufdImporter, shape: s
     def at(bar_offset: int) -> int:
         return BAR_IOVA + bar_offset - spec.bar_offset_of_iova0
 
-    mover = Mover(case, imp)
     dst = slot(shape)
     _copy_lands(case, mover, at(case.seed.offset), at(dst), dst, f"iommufd {shape}: edu's copy via IOVA")
     assert not mover.faults(), "the vIOMMU refused edu's DMA through the mapping"
@@ -535,11 +532,10 @@ def test_iommufd_refused_requests(case: Case, imp: IommufdImporter) -> None:
 # --- IOAS unmap ----------------------------------------------------------------------------------
 
 
-def test_iommufd_unmap_stops_dma(case: Case, imp: IommufdImporter) -> None:
+def test_iommufd_unmap_stops_dma(case: Case, imp: IommufdImporter, mover: Mover) -> None:
     """After IOMMU_IOAS_UNMAP, edu's DMA through the old IOVA no longer reaches the BAR."""
     fd = case.export(imp)
     imp.iommufd.map_file(fd, 0, case.bar_size, BAR_IOVA)
-    mover = Mover(case, imp)
     before, after = slot("unmap.before"), slot("unmap.after")
     _copy_lands(
         case, mover, BAR_IOVA + case.seed.offset, BAR_IOVA + before, before, "iommufd: copy before unmap"
@@ -674,13 +670,12 @@ REVOKERS: dict[str, Callable[[Case, list[Callable[[], None]]], Revoked]] = {
 
 
 @pytest.mark.parametrize("means", list(REVOKERS))
-def test_iommufd_revocation_cuts_mapping(case: Case, imp: IommufdImporter, means: str) -> None:
+def test_iommufd_revocation_cuts_mapping(case: Case, imp: IommufdImporter, mover: Mover, means: str) -> None:
     """Revoked while mapped: the IOVA stops reaching the BAR, stays dead after the exporter recovers
     (pages.c:1440-1441), and unmapping then mapping (again, or a new dma-buf) makes DMA land again."""
     fd = case.export(imp)
     size = case.bar_size
     imp.iommufd.map_file(fd, 0, size, BAR_IOVA)
-    mover = Mover(case, imp)
     src = BAR_IOVA + case.seed.offset
     _copy_lands(
         case,

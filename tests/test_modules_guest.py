@@ -37,6 +37,7 @@ bufinfo = _load("hil_importer.bufinfo")
 pci = _load("hil_importer.pci")
 loader = _load("hil_importer.loader")
 sg = _load("hil_importer.sg")
+edu = _load("hil_importer.edu")
 
 
 # --- expect: the mapping code restated ---------------------------------------------------------
@@ -208,11 +209,39 @@ def test_kallsyms_lookup() -> None:
         "ffffffff9bb60180 t calc_map_type_and_dist.isra.0\n"
         "ffffffff9bb60d70 T pci_p2pdma_map_type\n"
         "ffffffff9bb60d70 d pci_p2pdma_whitelist\n"
+        "ffffffffc0a01000 t rxe_reg_user_mr.cold\t[rdma_rxe]\n"
+        "ffffffffc0a02000 t rxe_reg_user_mr\t[rdma_rxe]\n"
+        "ffffffffc0a03000 T rxe_reg_user_mr_extra\t[rdma_rxe]\n"
+        "ffffffffc0a04000 t ib_umem_get.cold\t[ib_uverbs]\n"
+        "ffffffffc0a05000 t ib_umem_get.part.0\t[ib_uverbs]\n"
     )
     assert kprobes.kallsyms_has(text, "pci_p2pdma_map_type") == "pci_p2pdma_map_type"
     assert kprobes.kallsyms_has(text, "calc_map_type_and_dist") == "calc_map_type_and_dist.isra.0"
     assert kprobes.kallsyms_has(text, "pci_p2pdma_whitelist") is None  # data, not code
     assert kprobes.kallsyms_has(text, "dma_iova_try_alloc") is None
+    # A module's symbol (tab, [module]): the exact name wins over a clone listed before it, never a
+    # longer name that only starts with it; without the exact name, the first clone.
+    assert kprobes.kallsyms_has(text, "rxe_reg_user_mr") == "rxe_reg_user_mr"
+    assert kprobes.kallsyms_has(text, "ib_umem_get") == "ib_umem_get.cold"
+    assert kprobes.kallsyms_has(text, "rxe_reg") is None
+    assert kprobes.kallsyms_has(text, "pci_p2pdma_map") is None
+
+
+@pytest.mark.parametrize(
+    ("line", "fault"),
+    [
+        ("DMAR: [DMA Write NO_PASID] Request device [00:03.0] fault addr 0xf4000000 [fault reason 0x05] "
+         "PTE Write access is not set", True),
+        ("DMAR: DRHD: handling fault status reg 2", True),
+        ("iommu ivhd0: AMD-Vi: Event logged [IO_PAGE_FAULT domain=0x0002 address=0xf4000000 flags=0x0020]",
+         True),
+        ("DMAR: IOMMU enabled", False),
+        ("AMD-Vi: Interrupt remapping enabled", False),
+        ("vfio-pci 0000:03:00.0: enabling device (0000 -> 0002)", False),
+    ],
+)  # fmt: skip
+def test_iommu_fault_lines(line: str, fault: bool) -> None:
+    assert edu.is_iommu_fault(line) is fault
 
 
 def test_probe_definitions() -> None:

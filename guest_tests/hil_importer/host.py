@@ -15,7 +15,8 @@ from typing import Any
 from harness.guest.agent import read_response, write_request
 
 RESPONSE_TIMEOUT_S = 30.0
-_POLL_S = 0.1
+# A waiting test does nothing else: a short poll is latency saved (one stat over 9p is ~1 ms under TCG).
+_POLL_S = 0.02
 
 
 class HostRequestError(RuntimeError):

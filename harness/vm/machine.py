@@ -24,8 +24,10 @@ from harness.errors import GuestHang, LaunchError
 
 CONSOLE_TAIL_LINES = 60
 _READ_CHUNK = 65536
-# With helpers the console loop wakes up at least this often, so that they see the guest's requests.
-_HELPER_POLL_S = 0.2
+# With helpers the console loop wakes up at least this often, so that they see the guest's requests:
+# a test waits for the answer, so this is latency added to it (a directory listing on the host costs
+# next to nothing).
+_HELPER_POLL_S = 0.05
 
 
 class VmHelper(Protocol):
