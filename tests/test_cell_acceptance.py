@@ -390,6 +390,16 @@ def _suite_with(name: str, kernel_log: str) -> str:
     )  # fmt: skip
 
 
+WHOLE_BAR = "test_data_dma.py::test_edu_copies_through_mapping[whole-bar]"
+
+
+def _passed_with_log(tmp_path: Path, name: str, kernel_log: str) -> CellResult:
+    """A cell whose one test, `name`, passed while the kernel printed `kernel_log`."""
+    record = {"name": name, "outcome": "passed"}
+    result, _vm = cell(tmp_path, Recording(_suite_with(name, kernel_log), TOKEN, write_records(record)))
+    return result
+
+
 @pytest.fixture
 def unmap_entry(monkeypatch: pytest.MonkeyPatch) -> None:
     from harness import run as run_module
@@ -400,36 +410,32 @@ def unmap_entry(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.usefixtures("unmap_entry")
 def test_a_kernel_report_a_known_issue_names_is_xfailed_not_crashed(tmp_path: Path) -> None:
-    name = "test_data_dma.py::test_edu_copies_through_mapping[whole-bar]"
-    record = {"name": name, "outcome": "passed"}
-    result, _vm = cell(tmp_path, Recording(_suite_with(name, DMA_WARNING), TOKEN, write_records(record)))
+    result = _passed_with_log(tmp_path, WHOLE_BAR, DMA_WARNING)
     assert result.verdict is Verdict.PASSED
     (judged,) = result.records
     assert judged.outcome == "xfailed"
     assert judged.message.startswith("known issue: a range over 4 GiB without an IOVA")
     assert "kernel report while it ran: WARNING: kernel/dma/debug.c:1014 at check_unmap" in judged.message
     (problem,) = result.problems()
-    assert problem.during == name and problem.known_issue is not None
+    assert problem.during == WHOLE_BAR and problem.known_issue is not None
     stored = json.loads((result.run_dir / "results.json").read_text())["evidence"][0]
-    assert stored["during"] == name and stored["known_issue"].endswith(
+    assert stored["during"] == WHOLE_BAR and stored["known_issue"].endswith(
         "[docs/bugs/dma-buf-direct-unmap-size.md]"
     )
 
 
 @pytest.mark.usefixtures("unmap_entry")
 def test_a_known_kernel_report_in_another_test_still_crashes_the_cell(tmp_path: Path) -> None:
-    name = "test_data_dma.py::test_edu_copies_through_mapping[window]"
-    record = {"name": name, "outcome": "passed"}
-    result, _vm = cell(tmp_path, Recording(_suite_with(name, DMA_WARNING), TOKEN, write_records(record)))
+    result = _passed_with_log(
+        tmp_path, "test_data_dma.py::test_edu_copies_through_mapping[window]", DMA_WARNING
+    )
     assert result.verdict is Verdict.CRASHED
     assert result.problems()[0].known_issue is None and result.records[0].outcome == "passed"
 
 
 @pytest.mark.usefixtures("unmap_entry")
 def test_a_known_kernel_report_that_stops_showing_is_an_unexpected_pass(tmp_path: Path) -> None:
-    name = "test_data_dma.py::test_edu_copies_through_mapping[whole-bar]"
-    record = {"name": name, "outcome": "passed"}
-    result, _vm = cell(tmp_path, Recording(_suite_with(name, ""), TOKEN, write_records(record)))
+    result = _passed_with_log(tmp_path, WHOLE_BAR, "")
     assert result.verdict is Verdict.FAILED
     assert result.records[0].outcome == "xpassed"
     assert result.records[0].message.startswith("UNEXPECTED PASS: known issue did not reproduce (no kernel")
@@ -437,10 +443,8 @@ def test_a_known_kernel_report_that_stops_showing_is_an_unexpected_pass(tmp_path
 
 @pytest.mark.usefixtures("unmap_entry")
 def test_a_known_kernel_report_is_not_excused_in_a_guest_that_did_not_finish(tmp_path: Path) -> None:
-    name = "test_data_dma.py::test_edu_copies_through_mapping[whole-bar]"
-    console = _suite_with(name, DMA_WARNING).split(frame("test", name=name, outcome="passed", duration=0.1))[
-        0
-    ]
+    passed = frame("test", name=WHOLE_BAR, outcome="passed", duration=0.1)
+    console = _suite_with(WHOLE_BAR, DMA_WARNING).split(passed)[0]
     result, _vm = cell(tmp_path, Recording(console, TOKEN, write_records()), timeout=30)
     assert result.verdict is Verdict.CRASHED
     assert result.problems()[0].known_issue is None
