@@ -42,6 +42,7 @@ from typing import Any
 import pytest
 from hil_importer.edu import FaultLog
 from hil_importer.host import HostRequestError, host_request, wait_until
+from hil_importer.pci import bar as pci_bar
 from hil_importer.revoke import (
     PCI_COMMAND_MEMORY,
     VFIO_DEVICE_FLAGS_RESET,
@@ -94,7 +95,7 @@ SLOTS = {
     name: index
     for index, name in enumerate(
         [
-            "whole", "slice", "offset", "unmap.before", "unmap.after",
+            "whole", "slice", "offset", "unmap.before", "unmap.after", "noiommu",
             *(f"{means}.{step}" for means in ("memory", "reset", "close", "unplug")
               for step in ("before", "revoked", "stale", "again")),
         ]
@@ -210,6 +211,21 @@ class Case:
         )
 
 
+def _case(
+    plan: GuestPlan, exporter: VfioDevice, exporter_spec: DeviceSpec, details: dict[str, Any], want: str
+) -> Case:
+    """The case when the oracle predicts `want` for edu's iommufd import, else skip saying what it is."""
+    exp = _expectation(plan, exporter_spec.id, _edu_spec(plan).id)
+    details.update(
+        route=exp.route, qemu_dma=exp.qemu_dma, iommufd_dma=exp.iommufd_dma, iommufd_why=exp.iommufd_why
+    )
+    if exp.iommufd_dma != want:
+        pytest.skip(f"needs iommufd_dma {want}; here edu's is {exp.iommufd_dma} ({exp.iommufd_why})")
+    seed, pattern = _seed(plan, exporter_spec.id)
+    assert len(pattern) <= BUFFER_SIZE
+    return Case(plan, exporter, exporter_spec, exp, details, seed, pattern)
+
+
 @pytest.fixture
 def case(
     plan: GuestPlan,
@@ -218,20 +234,20 @@ def case(
     edu_bdf: str,
     hil_details: dict[str, Any],
 ) -> Case:
-    exp = _expectation(plan, exporter_spec.id, _edu_spec(plan).id)
-    hil_details.update(
-        route=exp.route, qemu_dma=exp.qemu_dma, iommufd_dma=exp.iommufd_dma, iommufd_why=exp.iommufd_why
-    )
-    if exp.iommufd_dma == "noiommu_cdev":
-        pytest.skip(
-            "edu binds to an iommufd without an IOMMU here (7.3's IOMMUFD_NOIOMMU); the DMA of that flow "
-            "(a physical address from IOMMU_IOAS_NOIOMMU_GET_PA) is not covered yet"
-        )
-    if exp.iommufd_dma != "reaches_bar":
-        pytest.skip(f"iommufd cannot import for edu here: {exp.iommufd_dma} ({exp.iommufd_why})")
-    seed, pattern = _seed(plan, exporter_spec.id)
-    assert len(pattern) <= BUFFER_SIZE
-    return Case(plan, exporter, exporter_spec, exp, hil_details, seed, pattern)
+    """edu's DMA goes through an IOMMU that the IOAS programs."""
+    return _case(plan, exporter, exporter_spec, hil_details, "reaches_bar")
+
+
+@pytest.fixture
+def noiommu_case(
+    plan: GuestPlan,
+    exporter: VfioDevice,
+    exporter_spec: DeviceSpec,
+    edu_bdf: str,
+    hil_details: dict[str, Any],
+) -> Case:
+    """edu has no IOMMU and binds to an iommufd anyway (7.3's IOMMUFD_NOIOMMU)."""
+    return _case(plan, exporter, exporter_spec, hil_details, "noiommu_cdev")
 
 
 @pytest.fixture
@@ -263,16 +279,27 @@ def mover(case: Case, imp: IommufdImporter) -> Iterator[Mover]:
 class Mover:
     """edu's transfers for one test, each recorded in the details."""
 
-    def __init__(self, case: Case, imp: IommufdImporter, log: FaultLog) -> None:
+    def __init__(
+        self,
+        case: Case,
+        imp: IommufdImporter,
+        log: FaultLog,
+        to_device: Callable[[int, int], int] | None = None,
+    ) -> None:
         self.case, self.imp, self.log = case, imp, log
+        # What edu is given for an IOVA of the IOAS: the IOVA itself behind an IOMMU; without one, the
+        # physical address the IOAS holds for it (physical_addresses).
+        self.to_device = to_device
         self.transfers: list[Transfer] = []
         case.details["transfers"] = []
 
     def _run(self, direction: int, iova: int, length: int) -> None:
         check_transfer(direction, length, 0)
-        transfer = self.imp.edu.dma(direction, iova, length)
+        address = iova if self.to_device is None else self.to_device(iova, length)
+        transfer = self.imp.edu.dma(direction, address, length)
         self.transfers.append(transfer)
-        self.case.details["transfers"].append(transfer.describe())
+        via = "" if self.to_device is None else f"iova {iova:#x} = "
+        self.case.details["transfers"].append(via + transfer.describe())
 
     def clear_buffer(self) -> bytes:
         """Fill edu's buffer from scratch page 0 with fresh random bytes (and prove that path works):
@@ -530,6 +557,99 @@ def test_iommufd_refused_requests(case: Case, imp: IommufdImporter) -> None:
 
 
 # --- IOAS unmap ----------------------------------------------------------------------------------
+
+
+def physical_addresses(ioas: Iommufd) -> Callable[[int, int], int]:
+    """IOVA -> the physical address IOMMU_IOAS_NOIOMMU_GET_PA reports, which must cover the whole transfer
+    contiguously (edu moves one contiguous range)."""
+
+    def to_device(iova: int, length: int) -> int:
+        phys, contiguous = ioas.noiommu_get_pa(iova, length)
+        assert contiguous == length, (
+            f"NOIOMMU_GET_PA(iova {iova:#x}, length {length:#x}): only {contiguous:#x} bytes contiguous"
+        )
+        return phys
+
+    return to_device
+
+
+def test_iommufd_noiommu_dma_by_physical_address(noiommu_case: Case, edu_bdf: str) -> None:
+    """7.3's no-IOMMU iommufd flow, as a VMM drives it: the dma-buf mapped into the IOAS, the physical
+    address behind each IOVA from IOMMU_IOAS_NOIOMMU_GET_PA (ioas.c:379-411, io_pagetable.c:866-940)
+    given to edu, the bytes in the BAR; revoked, the dma-buf's IOVAs have no physical address (EINVAL), and
+    get none back when the exporter recovers, only by a new map."""
+    case = noiommu_case
+    size = case.bar_size
+    with contextlib.closing(IommufdImporter.open(edu_bdf)) as imp, FaultLog() as log:
+        case.details.update(devid=imp.devid, hwpt_id=imp.hwpt_id, cdev=cdev_name(edu_bdf))
+        fd = case.export(imp)
+        imp.iommufd.map_file(fd, 0, size, BAR_IOVA)
+        bar_phys = pci_bar(case.exporter.bdf, BAR).start
+        get_pa = imp.iommufd.noiommu_get_pa
+        answers = {
+            "whole": get_pa(BAR_IOVA, size),
+            "unaligned": get_pa(BAR_IOVA + 0x100, size),
+            "capped": get_pa(BAR_IOVA + PAGE, 3 * PAGE),
+            "last page": get_pa(BAR_IOVA + size - PAGE, 2 * PAGE),
+        }
+        case.details.update(
+            bar_phys=hex(bar_phys), get_pa={k: [hex(v) for v in a] for k, a in answers.items()}
+        )
+        # The BAR is one physically contiguous range: every answer is the BAR's address plus the offset,
+        # as long as the caller allows and the mapping lasts.
+        assert answers == {
+            "whole": (bar_phys, size),
+            "unaligned": (bar_phys + 0x100, size - 0x100),
+            "capped": (bar_phys + PAGE, 3 * PAGE),
+            "last page": (bar_phys + size - PAGE, PAGE),
+        }
+        bad_queries: dict[str, Callable[[], tuple[int, int]]] = {
+            "past the mapping": lambda: get_pa(BAR_IOVA + size, PAGE),
+            "length 0": lambda: get_pa(BAR_IOVA, 0),
+            "flags": lambda: get_pa(BAR_IOVA, PAGE, flags=1),
+        }
+        refused = {}
+        for what, query in bad_queries.items():
+            with pytest.raises(OSError) as info:
+                query()
+            refused[what] = errname(info.value.errno)
+        case.details["refused"] = refused
+        # No area: ENOENT (io_pagetable.c:880-883); length 0: EINVAL, flags: EOPNOTSUPP (ioas.c:388-392)
+        expected = {"past the mapping": errno.ENOENT, "length 0": errno.EINVAL, "flags": errno.EOPNOTSUPP}
+        assert refused == {what: errname(code) for what, code in expected.items()}
+
+        mover = Mover(case, imp, log, to_device=physical_addresses(imp.iommufd))
+        dst = slot("noiommu")
+        _copy_lands(
+            case,
+            mover,
+            BAR_IOVA + case.seed.offset,
+            BAR_IOVA + dst,
+            dst,
+            "iommufd without an IOMMU: edu's copy by physical address",
+        )
+        set_memory_enable(case.exporter, False)
+        try:
+            with pytest.raises(OSError) as info:
+                get_pa(BAR_IOVA, PAGE)
+            case.details["get_pa_revoked"] = errname(info.value.errno)
+            assert info.value.errno == errno.EINVAL, (
+                "io_pagetable.c:888-890: a revoked dma-buf has no address"
+            )
+            assert get_pa(imp.scratch_iova(0), PAGE)[1] == PAGE, (
+                "the user memory in the same IOAS still has one"
+            )
+        finally:
+            set_memory_enable(case.exporter, True)
+        # As behind an IOMMU, the area stays revoked after the exporter recovers (pages.c:1439-1455: the
+        # dma-buf's ranges are dropped, not restored): still no address, until unmapped and mapped again.
+        with pytest.raises(OSError) as info:
+            get_pa(BAR_IOVA, PAGE)
+        case.details["get_pa_recovered"] = errname(info.value.errno)
+        assert info.value.errno == errno.EINVAL, "the revoked area got an address back without a new map"
+        assert imp.iommufd.unmap(BAR_IOVA, size) == size
+        imp.iommufd.map_file(fd, 0, size, BAR_IOVA)
+        assert get_pa(BAR_IOVA, PAGE) == (bar_phys, PAGE), "mapped again, the dma-buf has its address back"
 
 
 def test_iommufd_unmap_stops_dma(case: Case, imp: IommufdImporter, mover: Mover) -> None:

@@ -1,5 +1,6 @@
 """guest_tests/hil_iommufd/uapi.py against the kernel's own headers (include/uapi/linux/iommufd.h and
-vfio.h of the 7.2.13 tree the project builds), and the pure parts of the iommufd importer.
+vfio.h of the 7.2.13 tree the project builds; 7.3's additions against a 7.3 tree when one is unpacked),
+and the pure parts of the iommufd importer.
 
 As tests/test_modules_abi.py does for the project's own ABI header: a generated C program, compiled on the
 host against the tree's include/uapi, prints every size, offset, constant and ioctl number, and the ctypes
@@ -23,10 +24,13 @@ from types import ModuleType
 
 import pytest
 
+from harness.kernels import cache
 from harness.kernels.debsrc import pristine_dir
 
 GUEST_TESTS = Path(__file__).resolve().parents[1] / "guest_tests"
 TREE = pristine_dir("linux-source-7.2", "7.2.13-1")
+# Whichever 7.3 tree `./hil kernel build src:debian-7.3` unpacked (the newest, if several).
+TREES_7_3 = sorted((cache.kernels_root() / "src").glob("linux-source-7.3_*/pristine"))
 
 
 def _load(name: str) -> ModuleType:
@@ -41,25 +45,27 @@ iommufd = _load("hil_iommufd.iommufd")
 cdev = _load("hil_iommufd.cdev")
 
 
-def c_program() -> str:
+def c_program(
+    structs: tuple[type[ctypes.Structure], ...], macros: list[str], guard: str, release: str
+) -> str:
     """Prints {"sizeof": {...}, "offsetof": {...}, "const": {...}} for the mirrored parts of the headers."""
     lines = [
         "#include <stddef.h>",
         "#include <stdio.h>",
         "#include <linux/iommufd.h>",
         "#include <linux/vfio.h>",
-        "#ifndef IOMMU_IOAS_MAP_FILE",
-        '#error "not the 7.2 tree\'s iommufd.h"',
+        f"#ifndef {guard}",
+        f'#error "not a {release} tree\'s iommufd.h"',
         "#endif",
         "int main(void) {",
         'printf("{\\"sizeof\\": {");',
     ]
-    for i, struct in enumerate(uapi.STRUCTS):
+    for i, struct in enumerate(structs):
         sep = "," if i else ""
         lines.append(f'printf("{sep}\\"{struct.__name__}\\": %zu", sizeof(struct {struct.__name__}));')
     lines.append('printf("}, \\"offsetof\\": {");')
     first = True
-    for struct in uapi.STRUCTS:
+    for struct in structs:
         for field_name, *_ in struct._fields_:
             sep = "" if first else ","
             first = False
@@ -68,21 +74,18 @@ def c_program() -> str:
                 f'printf("{sep}\\"{key}\\": %zu", offsetof(struct {struct.__name__}, {field_name}));'
             )
     lines.append('printf("}, \\"const\\": {");')
-    for i, macro in enumerate([*uapi.IOCTLS, *uapi.CONSTANTS]):
+    for i, macro in enumerate(macros):
         sep = "," if i else ""
         lines.append(f'printf("{sep}\\"{macro}\\": %llu", (unsigned long long)({macro}));')
     lines += ['printf("}}\\n");', "return 0;", "}"]
     return "\n".join(lines) + "\n"
 
 
-@pytest.fixture(scope="module")
-def c_layout(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, int]]:
+def compiled_layout(tree: Path, program: str, work: Path) -> dict[str, dict[str, int]]:
+    """Compile and run `program` against `tree`'s include/uapi (skips without gcc or libc headers)."""
     if shutil.which("gcc") is None:
         pytest.skip("no host gcc to compile the kernel's uapi headers")
-    if not (TREE / "include/uapi/linux/iommufd.h").is_file():
-        pytest.skip(f"the 7.2.13 tree is not unpacked at {TREE} (./hil run --kernel src:debian-7.2 does it)")
-    work = tmp_path_factory.mktemp("iommufd-uapi")
-    (work / "layout.c").write_text(c_program())
+    (work / "layout.c").write_text(program)
     # The tree's include/uapi before the host's: linux/iommufd.h and vfio.h are the kernel's own. What
     # `make headers_install` would strip is defined away: __user (kernel-only annotation) and the
     # "kernel headers from user space" #warning (__EXPORTED_HEADERS__, as headers_install.sh passes).
@@ -93,9 +96,9 @@ def c_layout(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, in
         "-D__user=",
         "-D__EXPORTED_HEADERS__",
         "-I",
-        str(TREE / "include/uapi"),
+        str(tree / "include/uapi"),
         "-I",
-        str(TREE / "arch/x86/include/uapi"),
+        str(tree / "arch/x86/include/uapi"),
         "-o",
         str(work / "layout"),
         str(work / "layout.c"),
@@ -108,6 +111,23 @@ def c_layout(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, in
     run = subprocess.run([str(work / "layout")], capture_output=True, text=True, check=True)
     data: dict[str, dict[str, int]] = json.loads(run.stdout)
     return data
+
+
+@pytest.fixture(scope="module")
+def c_layout(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, int]]:
+    if not (TREE / "include/uapi/linux/iommufd.h").is_file():
+        pytest.skip(f"the 7.2.13 tree is not unpacked at {TREE} (./hil run --kernel src:debian-7.2 does it)")
+    macros = [*uapi.IOCTLS, *uapi.CONSTANTS]
+    program = c_program(uapi.STRUCTS, macros, "IOMMU_IOAS_MAP_FILE", "7.2")
+    return compiled_layout(TREE, program, tmp_path_factory.mktemp("iommufd-uapi"))
+
+
+@pytest.fixture(scope="module")
+def c_layout_7_3(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, int]]:
+    if not TREES_7_3:
+        pytest.skip("no 7.3 tree is unpacked (./hil kernel build src:debian-7.3 does it)")
+    program = c_program(uapi.STRUCTS_7_3, list(uapi.IOCTLS_7_3), "IOMMU_IOAS_NOIOMMU_GET_PA", "7.3")
+    return compiled_layout(TREES_7_3[-1], program, tmp_path_factory.mktemp("iommufd-uapi-7.3"))
 
 
 @pytest.mark.parametrize("struct", uapi.STRUCTS, ids=lambda s: s.__name__)
@@ -126,6 +146,21 @@ def test_number_matches_the_kernel_header(c_layout: dict[str, dict[str, int]], m
     assert ours == c_layout["const"][macro]
 
 
+@pytest.mark.parametrize("struct", uapi.STRUCTS_7_3, ids=lambda s: s.__name__)
+def test_7_3_struct_layout_matches_the_kernel_header(
+    c_layout_7_3: dict[str, dict[str, int]], struct: type[ctypes.Structure]
+) -> None:
+    assert ctypes.sizeof(struct) == c_layout_7_3["sizeof"][struct.__name__]
+    for field_name, *_ in struct._fields_:
+        offset = getattr(struct, field_name).offset
+        assert offset == c_layout_7_3["offsetof"][f"{struct.__name__}.{field_name}"], field_name
+
+
+@pytest.mark.parametrize("macro", list(uapi.IOCTLS_7_3))
+def test_7_3_number_matches_the_kernel_header(c_layout_7_3: dict[str, dict[str, int]], macro: str) -> None:
+    assert uapi.IOCTLS_7_3[macro] == c_layout_7_3["const"][macro]
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [
@@ -138,10 +173,11 @@ def test_number_matches_the_kernel_header(c_layout: dict[str, dict[str, int]], m
         ("VFIO_DEVICE_BIND_IOMMUFD", 0x3B76),  # 100 + 18 = 0x76
         ("VFIO_DEVICE_ATTACH_IOMMUFD_PT", 0x3B77),
         ("VFIO_DEVICE_DETACH_IOMMUFD_PT", 0x3B78),
+        ("IOMMU_IOAS_NOIOMMU_GET_PA", 0x3B95),
     ],
 )
 def test_ioctl_numbers_by_hand(name: str, value: int) -> None:
-    assert uapi.IOCTLS[name] == value
+    assert {**uapi.IOCTLS, **uapi.IOCTLS_7_3}[name] == value
 
 
 @pytest.mark.parametrize(
@@ -154,6 +190,7 @@ def test_ioctl_numbers_by_hand(name: str, value: int) -> None:
         ("iommu_ioas_iova_ranges", 32, {"num_iovas": 8, "allowed_iovas": 16, "out_iova_alignment": 24}),
         ("vfio_device_bind_iommufd", 24, {"iommufd": 8, "out_devid": 12, "token_uuid_ptr": 16}),
         ("vfio_device_attach_iommufd_pt", 16, {"pt_id": 8, "pasid": 12}),
+        ("iommu_ioas_noiommu_get_pa", 40, {"ioas_id": 8, "iova": 16, "length": 24, "out_phys": 32}),
     ],
 )
 def test_struct_layouts_by_hand(struct: str, size: int, offsets: dict[str, int]) -> None:

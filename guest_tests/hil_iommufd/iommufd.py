@@ -99,6 +99,20 @@ class Iommufd:
         )
         return int(req.length)
 
+    def noiommu_get_pa(self, iova: int, length: int, flags: int = 0) -> tuple[int, int]:
+        """IOMMU_IOAS_NOIOMMU_GET_PA (7.3, a no-IOMMU device's IOAS): (physical address behind `iova`,
+        bytes physically contiguous from there, at most `length`)."""
+        req = uapi.iommu_ioas_noiommu_get_pa(
+            size=ctypes.sizeof(uapi.iommu_ioas_noiommu_get_pa),
+            flags=flags,
+            ioas_id=self.ioas_id,
+            iova=iova,
+            length=length,
+        )
+        what = f"IOMMU_IOAS_NOIOMMU_GET_PA(iova {iova:#x}, length {length:#x}, flags {flags:#x})"
+        ioctl_ref(self.fd, uapi.IOMMU_IOAS_NOIOMMU_GET_PA, req, what)
+        return int(req.out_phys), int(req.length)
+
     def iova_ranges(self, capacity: int = 16) -> tuple[list[IovaRange], int]:
         """(allowed IOVA ranges, IOVA alignment): they narrow with every device attached."""
         ranges = (uapi.iommu_iova_range * capacity)()

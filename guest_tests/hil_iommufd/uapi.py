@@ -22,6 +22,7 @@ IOMMUFD_CMD_IOAS_IOVA_RANGES: Final = 0x84
 IOMMUFD_CMD_IOAS_MAP: Final = 0x85
 IOMMUFD_CMD_IOAS_UNMAP: Final = 0x86
 IOMMUFD_CMD_IOAS_MAP_FILE: Final = 0x8F
+IOMMUFD_CMD_IOAS_NOIOMMU_GET_PA: Final = 0x95  # 7.3 (CONFIG_IOMMUFD_NOIOMMU); not in 7.2's header
 
 IOMMU_DESTROY: Final = IO(IOMMUFD_TYPE, IOMMUFD_CMD_DESTROY)
 IOMMU_IOAS_ALLOC: Final = IO(IOMMUFD_TYPE, IOMMUFD_CMD_IOAS_ALLOC)
@@ -29,6 +30,7 @@ IOMMU_IOAS_IOVA_RANGES: Final = IO(IOMMUFD_TYPE, IOMMUFD_CMD_IOAS_IOVA_RANGES)
 IOMMU_IOAS_MAP: Final = IO(IOMMUFD_TYPE, IOMMUFD_CMD_IOAS_MAP)
 IOMMU_IOAS_UNMAP: Final = IO(IOMMUFD_TYPE, IOMMUFD_CMD_IOAS_UNMAP)
 IOMMU_IOAS_MAP_FILE: Final = IO(IOMMUFD_TYPE, IOMMUFD_CMD_IOAS_MAP_FILE)
+IOMMU_IOAS_NOIOMMU_GET_PA: Final = IO(IOMMUFD_TYPE, IOMMUFD_CMD_IOAS_NOIOMMU_GET_PA)
 
 # enum iommufd_ioas_map_flags
 IOMMU_IOAS_MAP_FIXED_IOVA: Final = 1 << 0
@@ -80,6 +82,18 @@ class iommu_ioas_map_file(ctypes.Structure):  # noqa: N801
         ("start", ctypes.c_uint64),
         ("length", ctypes.c_uint64),
         ("iova", ctypes.c_uint64),
+    )
+
+
+class iommu_ioas_noiommu_get_pa(ctypes.Structure):  # noqa: N801
+    _fields_ = (
+        ("size", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("ioas_id", ctypes.c_uint32),
+        ("__reserved", ctypes.c_uint32),
+        ("iova", ctypes.c_uint64),
+        ("length", ctypes.c_uint64),
+        ("out_phys", ctypes.c_uint64),
     )
 
 
@@ -149,6 +163,10 @@ IOCTLS: Final[dict[str, int]] = {
     "VFIO_DEVICE_DETACH_IOMMUFD_PT": VFIO_DEVICE_DETACH_IOMMUFD_PT,
 }
 """C macro name -> the number used here (pinned against the header)."""
+
+# 7.3's additions, pinned against the 7.3 tree's header when it is unpacked (the 7.2 header lacks them).
+STRUCTS_7_3: Final[tuple[type[ctypes.Structure], ...]] = (iommu_ioas_noiommu_get_pa,)
+IOCTLS_7_3: Final[dict[str, int]] = {"IOMMU_IOAS_NOIOMMU_GET_PA": IOMMU_IOAS_NOIOMMU_GET_PA}
 
 CONSTANTS: Final[dict[str, int]] = {
     "IOMMU_IOAS_MAP_FIXED_IOVA": IOMMU_IOAS_MAP_FIXED_IOVA,
