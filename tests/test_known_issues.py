@@ -13,12 +13,13 @@ import yaml
 
 from harness.console.events import KernelProblem
 from harness.errors import ConfigError
+from harness.guest.plugin import FRAME_INVARIANTS_MAX, judged_details
+from harness.guest.protocol import broken_invariants
 from harness.paths import GUEST_TESTS_DIR
 from harness.results.known_issues import (
     KNOWN_ISSUES_FILE,
     KnownIssue,
     apply_known_issues,
-    broken_invariants,
     judge_test_frame,
     load_known_issues,
     parse_known_issues,
@@ -412,6 +413,29 @@ def test_broken_invariants_are_excused_only_when_every_one_is_analysed(
             "1 broken invariant(s) no entry explains, first: map [host_bridge_iova] fault 3: a dma-buf"
             in (record.message)
         )
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [(IOVA_LOST,), (IOVA_LOST, SG_LEAK), (SG_LEAK,), (IOVA_LOST, SG_LEAK, OTHER)],
+    ids=["iova-lost", "both-analysed", "sg-leak", "one-unanalysed"],
+)
+def test_live_view_judges_broken_invariants_as_the_report_does(broken: tuple[dict[str, Any], ...]) -> None:
+    """The failed test's frame carries its broken-invariant lines (harness.guest.plugin), so a sweep
+    failure an entry explains shows as xfailed live, not failed and then xfailed in the report."""
+    known = parse_known_issues(INVARIANT_ENTRIES, "known-issues.yaml")
+    record = _sweep_failure(*broken)
+    (reported,) = apply_known_issues([record], known, "7.2.13-hil", "switch-p2p-amd")
+    frame = {"name": record.name, "outcome": "failed", "message": record.message,
+             "details": judged_details(record.details)}  # fmt: skip
+    assert judge_test_frame(frame, known, "7.2.13-hil", "switch-p2p-amd") == reported.outcome
+
+
+def test_a_frame_leaves_out_invariants_past_its_limit() -> None:
+    many = {"fault_sweeps": [{"broken": [{**OTHER, "fault": n} for n in range(FRAME_INVARIANTS_MAX + 1)]}]}
+    assert judged_details({**many, "map_errno": "EINVAL", "size": 1}) == {"map_errno": "EINVAL"}
+    few = {"fault_sweeps": [{"broken": [OTHER]}], "size": 1}
+    assert judged_details(few) == {"broken_invariants": broken_invariants(few)}
 
 
 def test_broken_invariant_lines_name_operation_route_fault_and_stack() -> None:

@@ -29,7 +29,7 @@ import pytest
 from harness.guest.clock import since_start
 from harness.guest.phases import PHASE_FD_ENV, encode_step
 from harness.guest.plan import PLAN_ENV, load_plan
-from harness.guest.protocol import CONSOLE_FD_ENV, encode_frame, is_errno_field
+from harness.guest.protocol import CONSOLE_FD_ENV, broken_invariants, encode_frame, is_errno_field
 
 MESSAGE_MAX = 2000
 
@@ -70,6 +70,20 @@ def _phase_outcome(report: pytest.TestReport) -> str:
     if report.skipped:
         return "xfailed" if xfail else "skipped"
     return "xpassed" if xfail else "passed"
+
+
+# A sweep can break an invariant at every step: past this many lines the frame carries none, and the
+# live view shows the failure as failed (the report, which reads the record, judges it in full).
+FRAME_INVARIANTS_MAX = 40
+
+
+def judged_details(details: dict[str, Any]) -> dict[str, Any]:
+    """What of a failed test's details the known issues match on: errno fields, broken invariants."""
+    judged: dict[str, Any] = {k: v for k, v in details.items() if is_errno_field(k)}
+    lines = broken_invariants(details)
+    if 0 < len(lines) <= FRAME_INVARIANTS_MAX:
+        judged["broken_invariants"] = lines
+    return judged
 
 
 class ResultsWriter:
@@ -144,10 +158,9 @@ class ResultsWriter:
         os.fsync(self._out)
         # The message and errnos let the host's live view judge a failure against the known issues
         # exactly as the final report will (harness.results.known_issues.judge_test_frame).
-        errnos = {k: v for k, v in state.details.items() if is_errno_field(k)}
         frame = {"name": nodeid, "outcome": state.outcome, "duration": record["duration"]}
         if state.outcome in ("failed", "error"):
-            frame.update(message=state.message, details=errnos)
+            frame.update(message=state.message, details=judged_details(state.details))
         self._console("test", frame)
 
     def close(self) -> None:

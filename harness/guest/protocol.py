@@ -7,6 +7,8 @@ kind is one of KINDS (harness.console.events parses them on the host):
     collected {"count", ...}                      pytest collected the tests
     begin  {"name"}                               a test starts (names it if the guest dies in it)
     test   {"name", "outcome", "duration"}        a test finished; its record is already on disk
+           + {"message", "details"} if it failed: details has the record's errno fields and, if it
+             broke any, its broken_invariants lines (what the known issues match on)
     done   {"status": "finished", "exit_code", "elapsed"}
            {"status": "hung", "phase": "test", "test", "test_started", "test_elapsed", "test_timeout_s",
             "startup_s", "collected", "deadline_s", "elapsed"}
@@ -30,7 +32,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Final
+from typing import Any, Final
 
 KINDS: Final = ("start", "collected", "begin", "test", "done")
 CONSOLE_FD_ENV: Final = "HIL_CONSOLE_FD"
@@ -51,3 +53,26 @@ def is_errno_field(key: str) -> bool:
     """Whether a record's detail field holds an errno the test saw (`errno`, `map_errno`, ...): the
     known issues match on these, and a `test` frame carries them so the live view can too."""
     return key == "errno" or key.endswith("_errno")
+
+
+def broken_invariants(details: Mapping[str, Any]) -> list[str]:
+    """What an error-path test broke, one line each: `<operation> [<route>] fault <n>: <invariant> |
+    stack: <frames>` from each of its `fault_sweeps[].broken[]`, then its `broken_invariants` strings
+    (race tests)."""
+    lines: list[str] = []
+    sweeps = details.get("fault_sweeps")
+    for sweep in sweeps if isinstance(sweeps, list) else ():
+        broken = sweep.get("broken") if isinstance(sweep, Mapping) else None
+        for item in broken if isinstance(broken, list) else ():
+            if not isinstance(item, Mapping):
+                continue
+            stack = item.get("stack")
+            frames = " < ".join(str(f) for f in stack) if isinstance(stack, list) else ""
+            fault = item.get("fault")
+            lines.append(
+                f"{item.get('operation')} [{item.get('route')}] fault {fault if fault is not None else '-'}: "
+                f"{item.get('invariant')} | stack: {frames or '-'}"
+            )
+    extra = details.get("broken_invariants")
+    lines += [str(line) for line in extra] if isinstance(extra, list) else []
+    return lines

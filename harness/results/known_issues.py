@@ -36,7 +36,7 @@ from pydantic import (
 
 from harness.console.events import KernelProblem
 from harness.errors import ConfigError
-from harness.guest.protocol import is_errno_field
+from harness.guest.protocol import broken_invariants, is_errno_field
 from harness.paths import KERNELS_DIR
 from harness.results.model import OUTCOMES, Outcome, TestRecord
 
@@ -231,29 +231,6 @@ class ExpectedFailure(BaseModel):
         if self.message is not None and not re.search(self.message, record.message):
             problems.append("its message does not match")
         return "; ".join(problems) or None
-
-
-def broken_invariants(details: Mapping[str, Any]) -> list[str]:
-    """What an error-path test broke, one line each: `<operation> [<route>] fault <n>: <invariant> |
-    stack: <frames>` from each of its `fault_sweeps[].broken[]`, then its `broken_invariants` strings
-    (race tests)."""
-    lines: list[str] = []
-    sweeps = details.get("fault_sweeps")
-    for sweep in sweeps if isinstance(sweeps, list) else ():
-        broken = sweep.get("broken") if isinstance(sweep, Mapping) else None
-        for item in broken if isinstance(broken, list) else ():
-            if not isinstance(item, Mapping):
-                continue
-            stack = item.get("stack")
-            frames = " < ".join(str(f) for f in stack) if isinstance(stack, list) else ""
-            fault = item.get("fault")
-            lines.append(
-                f"{item.get('operation')} [{item.get('route')}] fault {fault if fault is not None else '-'}: "
-                f"{item.get('invariant')} | stack: {frames or '-'}"
-            )
-    extra = details.get("broken_invariants")
-    lines += [str(line) for line in extra] if isinstance(extra, list) else []
-    return lines
 
 
 class KnownIssue(BaseModel):
