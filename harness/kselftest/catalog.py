@@ -9,7 +9,8 @@ sources (tools/testing/selftests/<name>), 7.2.13 and 7.3.4:
   vfio_pci_sriov_uapi_test creates a VF (sysfs sriov_numvfs), which vfio-pci allows only with its
   enable_sriov parameter (drivers/vfio/pci/vfio_pci.c:53-56), written before the binaries run. Both the
   parameter and sriov_totalvfs exist only with CONFIG_PCI_IOV, which kernels/configs leave off: the test
-  skips ("SR-IOV may not be supported by the PF"), and a fragment with PCI_IOV=y lets it run.
+  skips ("SR-IOV may not be supported by the PF"); `--fragment sriov` (kernels/configs/sriov.config)
+  lets it run against igb's VFs (7.3.4: 45 subtests passed).
   vfio_pci_driver_test's memcpy_storm moves 4095 x 1 KiB through igb's loopback per IOMMU mode: 190-200 s
   of the binary under TCG, 300 s and more on a loaded machine (timed out once at 300 s).
   vfio_pci_driver_test's fixture maps 1 GiB of shared anonymous memory and pins it through the IOMMU
