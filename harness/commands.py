@@ -6,6 +6,7 @@ import argparse
 import shlex
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -25,8 +26,15 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
+_PROGRESS_LOCK = threading.Lock()
+
+
 def progress(message: str) -> None:
-    print(f"[hil] {message}", file=sys.stderr, flush=True)
+    # One write per line under a lock: cells run in threads, and print()'s separate write of the
+    # newline let two cells' lines run together ("...bar-4g-pt__src-debian-7.2[hil] bar-4g: booting").
+    with _PROGRESS_LOCK:
+        sys.stderr.write(f"[hil] {message}\n")
+        sys.stderr.flush()
 
 
 def topology_command(args: argparse.Namespace) -> int:

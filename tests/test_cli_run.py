@@ -4,6 +4,10 @@ error in one cell, a kernel that cannot be built stops everything before any VM.
 from __future__ import annotations
 
 import json
+import re
+import sys
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -284,3 +288,36 @@ def test_a_kernel_that_cannot_be_built_stops_before_any_vm_and_says_so(
     assert fake_cells == []
     assert "hil: infrastructure failure: make failed (exit 2)" in err
     assert "kernel src:debian-7.3: no VM was started: every kernel is fetched and built before" in err
+
+
+class _SlowStream:
+    """A stderr whose every write() lets other threads run: any line written in two pieces gets split."""
+
+    def __init__(self) -> None:
+        self.pieces: list[str] = []
+
+    def write(self, text: str) -> int:
+        time.sleep(0.0005)
+        self.pieces.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def test_progress_lines_from_concurrent_cells_stay_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    stream = _SlowStream()
+    monkeypatch.setattr(sys, "stderr", stream)
+
+    def one_cell(n: int) -> None:
+        for i in range(20):
+            commands.progress(f"cell{n}: line {i}")
+
+    threads = [threading.Thread(target=one_cell, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    lines = "".join(stream.pieces).splitlines()
+    assert len(lines) == 80
+    assert all(re.fullmatch(r"\[hil\] cell\d: line \d+", line) for line in lines), lines[:5]

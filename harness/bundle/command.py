@@ -9,7 +9,6 @@ some differ, 2 for a bad bundle (ConfigError), 3 when the reproduction could not
 from __future__ import annotations
 
 import argparse
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,7 +21,9 @@ COMPARISON = "comparison.txt"
 
 
 def _progress(message: str) -> None:
-    print(f"[hil] {message}", file=sys.stderr, flush=True)
+    from harness import commands
+
+    commands.progress(message)
 
 
 def add_bundle_arguments(parser: argparse.ArgumentParser) -> None:
