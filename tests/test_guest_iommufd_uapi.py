@@ -130,14 +130,19 @@ def c_layout_7_3(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str
     return compiled_layout(TREES_7_3[-1], program, tmp_path_factory.mktemp("iommufd-uapi-7.3"))
 
 
+def assert_layout(layout: dict[str, dict[str, int]], struct: type[ctypes.Structure]) -> None:
+    """The ctypes mirror has the C struct's size and every field at the C offset."""
+    assert ctypes.sizeof(struct) == layout["sizeof"][struct.__name__]
+    for field_name, *_ in struct._fields_:
+        offset = getattr(struct, field_name).offset
+        assert offset == layout["offsetof"][f"{struct.__name__}.{field_name}"], field_name
+
+
 @pytest.mark.parametrize("struct", uapi.STRUCTS, ids=lambda s: s.__name__)
 def test_struct_layout_matches_the_kernel_header(
     c_layout: dict[str, dict[str, int]], struct: type[ctypes.Structure]
 ) -> None:
-    assert ctypes.sizeof(struct) == c_layout["sizeof"][struct.__name__]
-    for field_name, *_ in struct._fields_:
-        offset = getattr(struct, field_name).offset
-        assert offset == c_layout["offsetof"][f"{struct.__name__}.{field_name}"], field_name
+    assert_layout(c_layout, struct)
 
 
 @pytest.mark.parametrize("macro", [*uapi.IOCTLS, *uapi.CONSTANTS])
@@ -150,10 +155,7 @@ def test_number_matches_the_kernel_header(c_layout: dict[str, dict[str, int]], m
 def test_7_3_struct_layout_matches_the_kernel_header(
     c_layout_7_3: dict[str, dict[str, int]], struct: type[ctypes.Structure]
 ) -> None:
-    assert ctypes.sizeof(struct) == c_layout_7_3["sizeof"][struct.__name__]
-    for field_name, *_ in struct._fields_:
-        offset = getattr(struct, field_name).offset
-        assert offset == c_layout_7_3["offsetof"][f"{struct.__name__}.{field_name}"], field_name
+    assert_layout(c_layout_7_3, struct)
 
 
 @pytest.mark.parametrize("macro", list(uapi.IOCTLS_7_3))

@@ -13,17 +13,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from harness.commands import progress
+
 if TYPE_CHECKING:
     from harness.bundle.read import Bundle
 
 EXIT_REPRODUCED, EXIT_DIFFERS, EXIT_INFRA = 0, 1, 3
 COMPARISON = "comparison.txt"
-
-
-def _progress(message: str) -> None:
-    from harness import commands
-
-    commands.progress(message)
 
 
 def add_bundle_arguments(parser: argparse.ArgumentParser) -> None:
@@ -101,11 +97,11 @@ def _reproduce(bundle: Bundle, args: argparse.Namespace) -> int:
     original = bundle.original()
     out = _out_dir(args.out, man.topology, man.kernel_label)
     cell = reproduction(bundle, out / "inputs", args.kernel)
-    _progress(
+    progress(
         f"reproducing {man.topology} x {man.kernel_label} ({man.verdict} on {man.environment.host}) -> {out}"
     )
     for note in man.notes:
-        _progress(f"bundle note: {note}")
+        progress(f"bundle note: {note}")
     variant = cell.options.fragments
     kernels = commands.prepared_kernels([cell.kernel_spec], cell.series, args.accel, variant)
     prepared = kernels[cell.kernel_spec]
@@ -119,7 +115,7 @@ def _reproduce(bundle: Bundle, args: argparse.Namespace) -> int:
     if args.kernel:
         differences.insert(0, f"kernel spec: was {man.kernel_spec}, now {args.kernel} (--kernel)")
     for line in differences:
-        _progress(f"warning: environment differs: {line}")
+        progress(f"warning: environment differs: {line}")
     req = CellRequest(
         topology=cell.topology_given,
         kernel_spec=cell.kernel_spec,
@@ -133,7 +129,7 @@ def _reproduce(bundle: Bundle, args: argparse.Namespace) -> int:
         kselftests=cell.options.kselftests,
         race_seconds=cell.options.race_seconds,
     )
-    result = run_prepared(req, cell.topology, prepared, out / "cell", 0, _progress)
+    result = run_prepared(req, cell.topology, prepared, out / "cell", 0, progress)
     print_cell(result, print)
     text, reproduced = outcome_comparison(
         original.records, result.records, verdicts=(original.verdict, result.verdict)

@@ -156,8 +156,8 @@ class ResultsWriter:
         while data:  # a short write (9p splits at its msize) leaves the rest to write
             data = data[os.write(self._out, data) :]
         os.fsync(self._out)
-        # The message and errnos let the host's live view judge a failure against the known issues
-        # exactly as the final report will (harness.results.known_issues.judge_test_frame).
+        # The message, errnos and broken invariants let the host's live view judge a failure against
+        # the known issues as the final report will (harness.results.known_issues.judge_test_frame).
         frame = {"name": nodeid, "outcome": state.outcome, "duration": record["duration"]}
         if state.outcome in ("failed", "error"):
             frame.update(message=state.message, details=judged_details(state.details))
